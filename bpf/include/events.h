@@ -1,0 +1,58 @@
+/* Wire structs between the eBPF programs and the agent.
+ *
+ * This header is the one definition; ebpf_tracer/events.py is its one Python
+ * mirror (sizes checked by tests/unit/test_events.py). Every struct has
+ * explicit padding so its layout is the same for clang-bpf and Python.
+ */
+#ifndef EBPF_TRACER_EVENTS_H
+#define EBPF_TRACER_EVENTS_H
+
+/* Event types: the first byte of every ring-buffer record. */
+#define EVT_DATA 1       /* bytes read or written on a traced connection */
+#define EVT_OPEN 2       /* accept/connect completed: role and addresses */
+#define EVT_CLOSE 3      /* close() of a traced connection */
+#define EVT_PROC_EXIT 4  /* a traced process exited */
+
+/* Direction, from the traced process's point of view. */
+#define DIR_INGRESS 0 /* read by the process */
+#define DIR_EGRESS 1  /* written by the process */
+
+/* Roles (ebpf_tracer.model.Role). */
+#define ROLE_UNKNOWN 0
+#define ROLE_CLIENT 1
+#define ROLE_SERVER 2
+
+/* Protocols inferred from the first bytes (ebpf_tracer.events.Proto). */
+#define PROTO_UNKNOWN 0
+#define PROTO_HTTP1 1
+#define PROTO_HTTP2 2
+#define PROTO_NONE 255 /* not a protocol we trace: stop looking */
+
+/* Event flags. */
+#define EVF_NOCOPY 1   /* payload never copied (sendfile) */
+#define EVF_EXISTING 2 /* connection opened before the tracer saw it */
+
+struct event_hdr {
+    __u8 type;       /* EVT_* */
+    __u8 direction;  /* DIR_* (EVT_DATA) */
+    __u8 role;       /* ROLE_* */
+    __u8 flags;      /* EVF_* */
+    __u32 pid;       /* tgid */
+    __u32 tid;
+    __s32 fd;
+    __u64 generation; /* with pid+fd, names one connection */
+    __u64 ts_ns;      /* CLOCK_MONOTONIC at syscall exit */
+    __u64 pos;        /* byte position of the first byte in this direction */
+    __u32 len;        /* true byte count of the syscall */
+    __u32 copied;     /* payload bytes that follow this header */
+}; /* 48 bytes */
+
+/* EVT_OPEN: the header then this. Addresses in network byte order. */
+struct open_info {
+    __u16 family;     /* AF_INET, AF_INET6, or 0 when the syscall gave none */
+    __u16 peer_port;  /* host byte order */
+    __s32 listen_fd;  /* accept: the listening fd; connect: -1 */
+    __u8 peer_addr[16];
+}; /* 24 bytes */
+
+#endif

@@ -1,0 +1,487 @@
+/* ebpf-tracer kernel side: syscall tracepoints only (no kprobes).
+ *
+ * Capture, tag, submit. Entry tracepoints stash the syscall's arguments by
+ * thread; exit tracepoints know the true byte count, find the connection by
+ * (tgid, fd), infer its protocol from the first bytes, and submit one
+ * ring-buffer record with a bounded copy of the payload.
+ *
+ * Settings arrive as -D flags from ebpf_tracer/loader.py:
+ *   MAX_COPY         payload bytes copied per syscall (power of two)
+ *   RINGBUF_PAGES    ring buffer size in pages
+ *   MAX_CONNS        tracked connections (LRU)
+ *   AGENT_PID        the agent's tgid: never traced
+ *   TRACE_ALL        1: every process but the agent; 0: the traced_pids map
+ *   EXPECTED_HDR_SIZE, EXPECTED_OPEN_SIZE   the Python mirror's sizes
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/socket.h>
+#include "events.h"
+
+_Static_assert(sizeof(struct event_hdr) == EXPECTED_HDR_SIZE, "event_hdr differs from events.py");
+_Static_assert(sizeof(struct open_info) == EXPECTED_OPEN_SIZE, "open_info differs from events.py");
+
+#define IOV_MAX_COPY 8 /* iovecs walked per syscall when copying */
+#define UNKNOWN_TRIES 4 /* data syscalls a new connection gets to look like HTTP */
+#define EINPROGRESS 115
+
+/* User ABI structs (stable by definition; not kernel-internal layouts). */
+struct u_iovec {
+    void *base;
+    __u64 len;
+};
+struct u_msghdr {
+    void *name;
+    __s32 namelen;
+    __u32 _pad;
+    struct u_iovec *iov;
+    __u64 iovlen;
+    void *control;
+    __u64 controllen;
+    __u32 flags;
+    __u32 _pad2;
+};
+struct u_mmsghdr {
+    struct u_msghdr hdr;
+    __u32 len;
+    __u32 _pad;
+};
+struct u_sockaddr_in6 {
+    __u16 family;
+    __u16 port;
+    __u32 flowinfo;
+    __u8 addr[16];
+};
+struct u_sockaddr_in {
+    __u16 family;
+    __u16 port;
+    __u8 addr[4];
+};
+
+struct conn_key {
+    __u32 pid;
+    __s32 fd;
+};
+
+struct conn_state {
+    __u64 generation;
+    __u64 pos[2];
+    __u8 role;
+    __u8 proto;
+    __u8 tries;
+    __u8 flags;
+    __u32 _pad;
+};
+
+/* What an entry tracepoint leaves for its exit. */
+#define K_PLAIN 1  /* read/write/recvfrom/sendto: buf */
+#define K_IOV 2    /* readv/writev: iov, iovcnt */
+#define K_MSG 3    /* recvmsg/sendmsg: msghdr */
+#define K_MMSG 4   /* recvmmsg/sendmmsg: mmsghdr vector */
+#define K_SENDFILE 5
+struct args_t {
+    __u8 kind;
+    __u8 direction;
+    __u16 _pad;
+    __s32 fd;
+    __u64 ptr;  /* buf, iov, msghdr or mmsghdr */
+    __u64 cnt;  /* iovcnt (K_IOV) */
+};
+
+struct accept_args {
+    __s32 fd;
+    __u32 _pad;
+    __u64 addr;
+};
+
+struct data_event {
+    struct event_hdr hdr;
+    __u8 data[MAX_COPY * 2]; /* twice MAX_COPY so masked offsets satisfy the verifier */
+};
+
+struct open_event {
+    struct event_hdr hdr;
+    struct open_info info;
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_HASH(traced_pids, __u32, __u8, 65536);
+BPF_TABLE("lru_hash", struct conn_key, struct conn_state, conns, MAX_CONNS);
+BPF_HASH(active_args, __u64, struct args_t, 16384);
+BPF_HASH(active_accept, __u64, struct accept_args, 4096);
+BPF_HASH(active_connect, __u64, struct accept_args, 4096);
+BPF_PERCPU_ARRAY(scratch, struct data_event, 1);
+/* Counters the agent reads: 0 ringbuf drops, 1 data events, 2 conns opened,
+ * 3 bytes not copied (beyond MAX_COPY), 4 inference misses. */
+BPF_PERCPU_ARRAY(counters, __u64, 8);
+
+static __always_inline void count(int idx, __u64 n) {
+    __u64 *c = counters.lookup(&idx);
+    if (c)
+        *c += n;
+}
+
+static __always_inline int is_traced(__u32 tgid) {
+    if (tgid == AGENT_PID)
+        return 0;
+#if TRACE_ALL
+    return 1;
+#else
+    return traced_pids.lookup(&tgid) != NULL;
+#endif
+}
+
+/* Is this the start of an HTTP/1 message? Returns ROLE hint: for a request
+ * 1, for a response 2, else 0. Accepts every method the RFCs register that
+ * clients send in practice. */
+static __always_inline int http1_start(const __u8 *b, __u32 n) {
+    if (n < 8)
+        return 0;
+    if (b[0] == 'H' && b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/' && b[5] == '1' && b[6] == '.')
+        return 2;
+    switch (b[0]) {
+    case 'G': return b[1] == 'E' && b[2] == 'T' && b[3] == ' ';
+    case 'P':
+        if (b[1] == 'O' && b[2] == 'S' && b[3] == 'T' && b[4] == ' ') return 1;
+        if (b[1] == 'U' && b[2] == 'T' && b[3] == ' ') return 1;
+        if (b[1] == 'A' && b[2] == 'T' && b[3] == 'C' && b[4] == 'H' && b[5] == ' ') return 1;
+        if (b[1] == 'R' && b[2] == 'I' && b[3] == ' ' && b[4] == '*') return 3; /* HTTP/2 preface */
+        return 0;
+    case 'H': return b[1] == 'E' && b[2] == 'A' && b[3] == 'D' && b[4] == ' ';
+    case 'D': return b[1] == 'E' && b[2] == 'L' && b[3] == 'E' && b[4] == 'T' && b[5] == 'E' && b[6] == ' ';
+    case 'O': return b[1] == 'P' && b[2] == 'T' && b[3] == 'I' && b[4] == 'O' && b[5] == 'N' && b[6] == 'S' && b[7] == ' ';
+    case 'C': return b[1] == 'O' && b[2] == 'N' && b[3] == 'N' && b[4] == 'E' && b[5] == 'C' && b[6] == 'T' && b[7] == ' ';
+    case 'T': return b[1] == 'R' && b[2] == 'A' && b[3] == 'C' && b[4] == 'E' && b[5] == ' ';
+    }
+    return 0;
+}
+
+static __always_inline void fill_hdr(struct event_hdr *h, __u8 type, __u64 id, __s32 fd) {
+    h->type = type;
+    h->direction = 0;
+    h->role = 0;
+    h->flags = 0;
+    h->pid = id >> 32;
+    h->tid = (__u32)id;
+    h->fd = fd;
+    h->generation = 0;
+    h->ts_ns = bpf_ktime_get_ns();
+    h->pos = 0;
+    h->len = 0;
+    h->copied = 0;
+}
+
+/* ---- connection lifecycle ------------------------------------------------ */
+
+static __always_inline void open_conn(void *ctx, __u64 id, __s32 fd, __u8 role, __s32 listen_fd,
+                                      __u64 uaddr) {
+    struct conn_key key = {.pid = id >> 32, .fd = fd};
+    struct conn_state st = {};
+    st.generation = bpf_ktime_get_ns();
+    st.role = role;
+    st.proto = PROTO_UNKNOWN;
+    conns.update(&key, &st);
+    count(2, 1);
+
+    struct open_event ev = {};
+    fill_hdr(&ev.hdr, EVT_OPEN, id, fd);
+    ev.hdr.role = role;
+    ev.hdr.generation = st.generation;
+    ev.info.listen_fd = listen_fd;
+    if (uaddr) {
+        struct u_sockaddr_in6 sa = {};
+        bpf_probe_read_user(&sa, sizeof(sa), (void *)uaddr);
+        if (sa.family == AF_INET) {
+            struct u_sockaddr_in *s4 = (struct u_sockaddr_in *)&sa;
+            ev.info.family = AF_INET;
+            ev.info.peer_port = bpf_ntohs(s4->port);
+            __builtin_memcpy(ev.info.peer_addr, s4->addr, 4);
+        } else if (sa.family == AF_INET6) {
+            ev.info.family = AF_INET6;
+            ev.info.peer_port = bpf_ntohs(sa.port);
+            __builtin_memcpy(ev.info.peer_addr, sa.addr, 16);
+        } else {
+            /* AF_UNIX and friends: not TCP, forget it. */
+            conns.delete(&key);
+            return;
+        }
+    }
+    if (events.ringbuf_output(&ev, sizeof(ev), 0) != 0)
+        count(0, 1);
+}
+
+static __always_inline int enter_accept(__s32 fd, __u64 addr) {
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!is_traced(id >> 32))
+        return 0;
+    struct accept_args a = {.fd = fd, .addr = addr};
+    active_accept.update(&id, &a);
+    return 0;
+}
+
+static __always_inline int exit_accept(void *ctx, long ret) {
+    __u64 id = bpf_get_current_pid_tgid();
+    struct accept_args *a = active_accept.lookup(&id);
+    if (!a)
+        return 0;
+    struct accept_args args = *a;
+    active_accept.delete(&id);
+    if (ret < 0)
+        return 0;
+    open_conn(ctx, id, (__s32)ret, ROLE_SERVER, args.fd, args.addr);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return enter_accept(args->fd, (__u64)args->upeer_sockaddr); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return exit_accept(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return enter_accept(args->fd, (__u64)args->upeer_sockaddr); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return exit_accept(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!is_traced(id >> 32))
+        return 0;
+    struct accept_args a = {.fd = args->fd, .addr = (__u64)args->uservaddr};
+    active_connect.update(&id, &a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
+    __u64 id = bpf_get_current_pid_tgid();
+    struct accept_args *a = active_connect.lookup(&id);
+    if (!a)
+        return 0;
+    struct accept_args c = *a;
+    active_connect.delete(&id);
+    if (args->ret != 0 && args->ret != -EINPROGRESS)
+        return 0;
+    if (!c.addr)
+        return 0;
+    open_conn(args, id, c.fd, ROLE_CLIENT, -1, c.addr);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+    __u64 id = bpf_get_current_pid_tgid();
+    struct conn_key key = {.pid = id >> 32, .fd = args->fd};
+    struct conn_state *st = conns.lookup(&key);
+    if (!st)
+        return 0;
+    if (st->proto != PROTO_NONE && st->proto != PROTO_UNKNOWN) {
+        struct event_hdr h = {};
+        fill_hdr(&h, EVT_CLOSE, id, args->fd);
+        h.role = st->role;
+        h.generation = st->generation;
+        if (events.ringbuf_output(&h, sizeof(h), 0) != 0)
+            count(0, 1);
+    }
+    conns.delete(&key);
+    return 0;
+}
+
+/* Children of traced processes are traced from their first instruction. */
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+#if !TRACE_ALL
+    __u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (traced_pids.lookup(&parent)) {
+        __u32 child = args->child_pid;
+        __u8 one = 1;
+        traced_pids.update(&child, &one);
+    }
+#endif
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32;
+    if ((__u32)id != tgid || !is_traced(tgid))
+        return 0;
+#if !TRACE_ALL
+    traced_pids.delete(&tgid);
+#endif
+    struct event_hdr h = {};
+    fill_hdr(&h, EVT_PROC_EXIT, id, -1);
+    if (events.ringbuf_output(&h, sizeof(h), 0) != 0)
+        count(0, 1);
+    return 0;
+}
+
+/* ---- data ----------------------------------------------------------------- */
+
+static __always_inline int stash(__u8 kind, __u8 dir, __s32 fd, __u64 ptr, __u64 cnt) {
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!is_traced(id >> 32))
+        return 0;
+    struct conn_key key = {.pid = id >> 32, .fd = fd};
+    struct conn_state *st = conns.lookup(&key);
+    /* Known not-HTTP: the map lookup is all it costs. */
+    if (st && st->proto == PROTO_NONE)
+        return 0;
+    struct args_t a = {.kind = kind, .direction = dir, .fd = fd, .ptr = ptr, .cnt = cnt};
+    active_args.update(&id, &a);
+    return 0;
+}
+
+/* Copy up to `want` bytes scattered over an iovec array into ev->data. */
+static __always_inline __u32 copy_iov(struct data_event *ev, struct u_iovec *iovp, __u64 iovcnt,
+                                      __u32 want) {
+    __u32 off = 0;
+#pragma unroll
+    for (int i = 0; i < IOV_MAX_COPY; i++) {
+        if (i >= iovcnt || off >= want)
+            break;
+        struct u_iovec iov = {};
+        bpf_probe_read_user(&iov, sizeof(iov), &iovp[i]);
+        __u32 n = want - off;
+        if (iov.len < n)
+            n = iov.len;
+        off &= (MAX_COPY - 1);
+        n &= (MAX_COPY * 2 - 1);
+        if (n > MAX_COPY)
+            n = MAX_COPY;
+        if (n == 0)
+            continue;
+        if (bpf_probe_read_user(&ev->data[off], n, iov.base) != 0)
+            break;
+        off += n;
+    }
+    return off;
+}
+
+static __always_inline int finish_data(void *ctx, long ret) {
+    __u64 id = bpf_get_current_pid_tgid();
+    struct args_t *ap = active_args.lookup(&id);
+    if (!ap)
+        return 0;
+    struct args_t a = *ap;
+    active_args.delete(&id);
+    if (ret <= 0)
+        return 0;
+
+    __u32 zero = 0;
+    struct data_event *ev = scratch.lookup(&zero);
+    if (!ev)
+        return 0;
+
+    __u64 total = ret;
+    __u32 want = total > MAX_COPY ? MAX_COPY : (__u32)total;
+    __u32 copied = 0;
+    __u8 flags = 0;
+
+    if (a.kind == K_PLAIN) {
+        want &= (MAX_COPY * 2 - 1);
+        if (want > MAX_COPY)
+            want = MAX_COPY;
+        if (want && bpf_probe_read_user(ev->data, want, (void *)a.ptr) == 0)
+            copied = want;
+    } else if (a.kind == K_IOV) {
+        copied = copy_iov(ev, (struct u_iovec *)a.ptr, a.cnt, want);
+    } else if (a.kind == K_MSG) {
+        struct u_msghdr m = {};
+        bpf_probe_read_user(&m, sizeof(m), (void *)a.ptr);
+        copied = copy_iov(ev, m.iov, m.iovlen, want);
+    } else if (a.kind == K_MMSG) {
+        /* ret is a message count. TCP rarely uses these: copy the first
+         * message, count every message's bytes (the rest is a gap). */
+        struct u_mmsghdr mm[4] = {};
+        bpf_probe_read_user(&mm, sizeof(mm), (void *)a.ptr);
+        total = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            if (i < ret)
+                total += mm[i].len;
+        want = mm[0].len > MAX_COPY ? MAX_COPY : mm[0].len;
+        copied = copy_iov(ev, mm[0].hdr.iov, mm[0].hdr.iovlen, want);
+        if (total == 0)
+            return 0;
+    } else {
+        flags |= EVF_NOCOPY;
+    }
+
+    struct conn_key key = {.pid = id >> 32, .fd = a.fd};
+    struct conn_state *st = conns.lookup(&key);
+    struct conn_state fresh = {};
+    int hint = 0;
+    if (copied >= 8)
+        hint = http1_start(ev->data, copied);
+
+    if (!st) {
+        /* An fd we never saw open: a connection from before the tracer, or
+         * not a socket at all. Only HTTP-looking bytes make it a connection;
+         * the agent checks it is a TCP socket. */
+        if (hint == 0)
+            return 0;
+        fresh.generation = bpf_ktime_get_ns();
+        fresh.flags = EVF_EXISTING;
+        if (hint == 3) {
+            fresh.proto = PROTO_HTTP2;
+            fresh.role = a.direction == DIR_INGRESS ? ROLE_SERVER : ROLE_CLIENT;
+        } else {
+            fresh.proto = PROTO_HTTP1;
+            /* A request read, or a response written, means we serve. */
+            fresh.role = (hint == 1) == (a.direction == DIR_INGRESS) ? ROLE_SERVER : ROLE_CLIENT;
+        }
+        conns.update(&key, &fresh);
+        st = conns.lookup(&key);
+        if (!st)
+            return 0;
+    } else if (st->proto == PROTO_UNKNOWN) {
+        if (hint == 3) {
+            st->proto = PROTO_HTTP2;
+        } else if (hint) {
+            st->proto = PROTO_HTTP1;
+        } else if (++st->tries >= UNKNOWN_TRIES || copied >= 8) {
+            /* The first 8+ bytes of a new connection decide. */
+            st->proto = PROTO_NONE;
+            count(4, 1);
+        }
+        if (st->proto != PROTO_HTTP1 && st->proto != PROTO_HTTP2) {
+            st->pos[a.direction & 1] += total;
+            return 0;
+        }
+    } else if (st->proto == PROTO_NONE) {
+        return 0;
+    }
+
+    fill_hdr(&ev->hdr, EVT_DATA, id, a.fd);
+    ev->hdr.direction = a.direction;
+    ev->hdr.role = st->role;
+    ev->hdr.flags = flags | st->flags;
+    ev->hdr.generation = st->generation;
+    __u8 d = a.direction & 1;
+    ev->hdr.pos = st->pos[d];
+    ev->hdr.len = total > 0xffffffff ? 0xffffffff : (__u32)total;
+    st->pos[d] += total;
+    if (copied > MAX_COPY)
+        copied = MAX_COPY;
+    ev->hdr.copied = copied;
+    count(1, 1);
+    if (total > copied)
+        count(3, total - copied);
+    if (events.ringbuf_output(ev, sizeof(struct event_hdr) + copied, 0) != 0)
+        count(0, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { return stash(K_PLAIN, DIR_INGRESS, args->fd, (__u64)args->buf, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return finish_data(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { return stash(K_PLAIN, DIR_EGRESS, args->fd, (__u64)args->buf, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return finish_data(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return stash(K_IOV, DIR_INGRESS, args->fd, (__u64)args->vec, args->vlen); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return finish_data(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return stash(K_IOV, DIR_EGRESS, args->fd, (__u64)args->vec, args->vlen); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return finish_data(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return stash(K_PLAIN, DIR_INGRESS, args->fd, (__u64)args->ubuf, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return finish_data(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return stash(K_PLAIN, DIR_EGRESS, args->fd, (__u64)args->buff, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return finish_data(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return stash(K_MSG, DIR_INGRESS, args->fd, (__u64)args->msg, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return finish_data(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return stash(K_MSG, DIR_EGRESS, args->fd, (__u64)args->msg, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return finish_data(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg) { return stash(K_MMSG, DIR_INGRESS, args->fd, (__u64)args->mmsg, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) { return finish_data(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) { return stash(K_MMSG, DIR_EGRESS, args->fd, (__u64)args->mmsg, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return finish_data(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { return stash(K_SENDFILE, DIR_EGRESS, args->out_fd, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64) { return finish_data(args, args->ret); }

@@ -1,0 +1,76 @@
+"""The one Python mirror of bpf/include/events.h.
+
+Constants are read from the header itself, so they cannot drift; the struct
+layouts below are checked against the C compiler at every load (the loader
+passes their sizes as -D flags to `_Static_assert`s) and by a unit test.
+Decoding is the agent's hot path: one `struct.unpack_from` per record.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+BPF_DIR = Path(os.environ.get("EBPF_TRACER_BPF_DIR") or Path(__file__).resolve().parent.parent / "bpf")
+HEADER = BPF_DIR / "include" / "events.h"
+
+
+def _read_defines(path: Path) -> dict[str, int]:
+    defines: dict[str, int] = {}
+    for m in re.finditer(r"^#define\s+(\w+)\s+(\d+)\b", path.read_text(), re.M):
+        defines[m.group(1)] = int(m.group(2))
+    return defines
+
+
+C = _read_defines(HEADER)
+
+
+class EventType(enum.IntEnum):
+    DATA = C["EVT_DATA"]
+    OPEN = C["EVT_OPEN"]
+    CLOSE = C["EVT_CLOSE"]
+    PROC_EXIT = C["EVT_PROC_EXIT"]
+
+
+class Proto(enum.IntEnum):
+    UNKNOWN = C["PROTO_UNKNOWN"]
+    HTTP1 = C["PROTO_HTTP1"]
+    HTTP2 = C["PROTO_HTTP2"]
+    NONE = C["PROTO_NONE"]
+
+
+EVF_NOCOPY = C["EVF_NOCOPY"]
+EVF_EXISTING = C["EVF_EXISTING"]
+
+# struct event_hdr: type, direction, role, flags, pid, tid, fd, generation,
+# ts_ns, pos, len, copied.
+HDR = struct.Struct("<BBBBIIiQQQII")
+# struct open_info: family, peer_port, listen_fd, peer_addr[16].
+OPEN_INFO = struct.Struct("<HHi16s")
+
+assert HDR.size == 48 and OPEN_INFO.size == 24
+
+
+@dataclass(slots=True)
+class OpenInfo:
+    family: int
+    peer_port: int
+    listen_fd: int
+    peer_addr: bytes
+
+
+def decode_header(buf: bytes | memoryview) -> tuple:
+    """Decode the fixed header of one record (a tuple in HDR field order)."""
+    return HDR.unpack_from(buf, 0)
+
+
+def decode_open(buf: bytes | memoryview) -> OpenInfo:
+    return OpenInfo(*OPEN_INFO.unpack_from(buf, HDR.size))
+
+
+def payload(buf: bytes | memoryview, copied: int) -> bytes:
+    return bytes(buf[HDR.size : HDR.size + copied])

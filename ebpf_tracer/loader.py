@@ -1,0 +1,134 @@
+"""Compile, attach and read the eBPF programs. The only module that imports bcc."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import events
+from .errors import TracerError
+
+log = logging.getLogger(__name__)
+
+COUNTER_NAMES = ("ringbuf_lost", "data_events", "conns_opened", "bytes_not_copied", "not_http")
+
+
+@dataclass(slots=True)
+class LoaderConfig:
+    max_copy: int = 2048
+    ringbuf_pages: int = 4096  # 16 MiB
+    max_conns: int = 65536
+    trace_all: bool = False
+    agent_pid: int = 0
+
+
+def kernel_headers() -> Path | None:
+    """The kernel build tree BCC will use, if any."""
+    build = Path("/lib/modules") / os.uname().release / "build"
+    if (build / "include").is_dir():
+        return build.resolve()
+    return None
+
+
+def import_bcc():  # noqa: ANN201 - bcc has no types
+    try:
+        import bcc  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise TracerError(
+            "BCC's Python module is not importable "
+            f"({e}); run `make setup` (installs python3-bpfcc and links it into .venv)"
+        ) from None
+    return bcc
+
+
+def _check_max_copy(n: int) -> None:
+    if n < 64 or n > 16384 or n & (n - 1):
+        raise TracerError(f"--max-copy must be a power of two between 64 and 16384, got {n}")
+
+
+class Probes:
+    """The loaded programs: traced-PID map, ring buffer, counters."""
+
+    def __init__(self, cfg: LoaderConfig) -> None:
+        _check_max_copy(cfg.max_copy)
+        bcc = import_bcc()
+        if kernel_headers() is None:
+            raise TracerError(
+                f"no kernel headers at /lib/modules/{os.uname().release}/build; "
+                "run `make setup` (installs linux-headers-amd64 and links them), "
+                "or mount the host's /lib/modules and /usr/src"
+            )
+        src = (events.BPF_DIR / "tracer.c").read_text()
+        cflags = [
+            f"-I{events.BPF_DIR / 'include'}",
+            f"-DMAX_COPY={cfg.max_copy}",
+            f"-DRINGBUF_PAGES={cfg.ringbuf_pages}",
+            f"-DMAX_CONNS={cfg.max_conns}",
+            f"-DAGENT_PID={cfg.agent_pid or os.getpid()}",
+            f"-DTRACE_ALL={1 if cfg.trace_all else 0}",
+            f"-DEXPECTED_HDR_SIZE={events.HDR.size}",
+            f"-DEXPECTED_OPEN_SIZE={events.OPEN_INFO.size}",
+            "-Wno-macro-redefined",
+        ]
+        try:
+            self.bpf = bcc.BPF(text=src, cflags=cflags)
+        except Exception as e:  # bcc raises bare Exception on compile/load errors
+            raise TracerError(
+                f"could not load the eBPF programs: {e}. Run `ebpf-tracer check` to see what "
+                "this machine is missing"
+            ) from None
+        self._traced = self.bpf["traced_pids"]
+        self._counters = self.bpf["counters"]
+        self._conns = self.bpf["conns"]
+        self._cb: Callable[[bytes], None] | None = None
+        n_tp = self.bpf.num_open_tracepoints()
+        log.debug("attached %d tracepoints (max_copy=%d)", n_tp, cfg.max_copy)
+
+    def trace_pid(self, pid: int) -> None:
+        self._traced[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def untrace_pid(self, pid: int) -> None:
+        try:
+            del self._traced[ctypes.c_uint32(pid)]
+        except KeyError:
+            pass
+
+    def ignore_conn(self, pid: int, fd: int) -> None:
+        """Forget a connection the agent found is not a TCP socket."""
+        key = self._conns.Key(pid, fd)
+        try:
+            leaf = self._conns[key]
+        except KeyError:
+            return
+        leaf.proto = events.Proto.NONE
+        self._conns[key] = leaf
+
+    def open_ring_buffer(self, callback: Callable[[memoryview], None]) -> None:
+        """Call `callback` with each record's bytes (valid only during the call)."""
+
+        def _cb(_ctx, data, size):  # noqa: ANN001
+            callback(memoryview((ctypes.c_char * size).from_address(data)))
+            return 0
+
+        self._cb = _cb
+        self.bpf["events"].open_ring_buffer(_cb)
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def counters(self) -> dict[str, int]:
+        out = {}
+        for i, name in enumerate(COUNTER_NAMES):
+            vals = self._counters[ctypes.c_int(i)]
+            out[name] = int(sum(vals))
+        return out
+
+    def close(self) -> None:
+        try:
+            self.bpf.cleanup()
+        except Exception as e:  # detaching must not hide the real exit status
+            log.debug("cleanup: %s", e)
