@@ -187,6 +187,7 @@ static __always_inline void open_conn(void *ctx, __u64 id, __s32 fd, __u8 role, 
     ev.hdr.role = role;
     ev.hdr.generation = st.generation;
     ev.info.listen_fd = listen_fd;
+    bpf_get_current_comm(ev.info.comm, sizeof(ev.info.comm));
     if (uaddr) {
         struct u_sockaddr_in6 sa = {};
         bpf_probe_read_user(&sa, sizeof(sa), (void *)uaddr);
@@ -446,7 +447,7 @@ static __always_inline int finish_data(void *ctx, long ret) {
     fill_hdr(&ev->hdr, EVT_DATA, id, a.fd);
     ev->hdr.direction = a.direction;
     ev->hdr.role = st->role;
-    ev->hdr.flags = flags | st->flags;
+    ev->hdr.flags = flags | st->flags | (st->proto == PROTO_HTTP2 ? EVF_HTTP2 : 0);
     ev->hdr.generation = st->generation;
     __u8 d = a.direction & 1;
     ev->hdr.pos = st->pos[d];

@@ -45,14 +45,15 @@ class Proto(enum.IntEnum):
 
 EVF_NOCOPY = C["EVF_NOCOPY"]
 EVF_EXISTING = C["EVF_EXISTING"]
+EVF_HTTP2 = C["EVF_HTTP2"]
 
 # struct event_hdr: type, direction, role, flags, pid, tid, fd, generation,
 # ts_ns, pos, len, copied.
 HDR = struct.Struct("<BBBBIIiQQQII")
-# struct open_info: family, peer_port, listen_fd, peer_addr[16].
-OPEN_INFO = struct.Struct("<HHi16s")
+# struct open_info: family, peer_port, listen_fd, peer_addr[16], comm[16].
+OPEN_INFO = struct.Struct("<HHi16s16s")
 
-assert HDR.size == 48 and OPEN_INFO.size == 24
+assert HDR.size == 48 and OPEN_INFO.size == 40
 
 
 @dataclass(slots=True)
@@ -61,6 +62,7 @@ class OpenInfo:
     peer_port: int
     listen_fd: int
     peer_addr: bytes
+    comm: bytes
 
 
 def decode_header(buf: bytes | memoryview) -> tuple:

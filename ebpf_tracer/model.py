@@ -21,6 +21,13 @@ class Role(enum.IntEnum):
     SERVER = 2
 
 
+class Direction(enum.IntEnum):
+    """Byte direction from the traced process's view (values match events.h)."""
+
+    INGRESS = 0  # bytes the traced process read
+    EGRESS = 1  # bytes it wrote
+
+
 class SpanKind(enum.IntEnum):
     """OTLP Span.SpanKind values."""
 

@@ -31,6 +31,7 @@
 /* Event flags. */
 #define EVF_NOCOPY 1   /* payload never copied (sendfile) */
 #define EVF_EXISTING 2 /* connection opened before the tracer saw it */
+#define EVF_HTTP2 4    /* connection inferred as HTTP/2 (else HTTP/1) */
 
 struct event_hdr {
     __u8 type;       /* EVT_* */
@@ -53,6 +54,7 @@ struct open_info {
     __u16 peer_port;  /* host byte order */
     __s32 listen_fd;  /* accept: the listening fd; connect: -1 */
     __u8 peer_addr[16];
-}; /* 24 bytes */
+    char comm[16];    /* the process's comm: its name if it exits before the agent looks */
+}; /* 40 bytes */
 
 #endif

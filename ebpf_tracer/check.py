@@ -1,0 +1,139 @@
+"""`ebpf-tracer check`: can this machine trace, and if not, how to fix it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+REQUIRED_TRACEPOINTS = (
+    "syscalls/sys_enter_read", "syscalls/sys_exit_read", "syscalls/sys_enter_write",
+    "syscalls/sys_enter_accept4", "syscalls/sys_enter_connect", "syscalls/sys_enter_close",
+    "syscalls/sys_enter_sendmsg", "syscalls/sys_enter_recvmsg", "syscalls/sys_enter_writev",
+    "syscalls/sys_enter_sendfile64", "sched/sched_process_fork", "sched/sched_process_exit",
+)
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+@dataclass(slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _cap_eff() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def check_privileges() -> Check:
+    caps = _cap_eff()
+    has = lambda c: bool(caps >> c & 1)  # noqa: E731
+    if os.geteuid() == 0 and has(CAP_SYS_ADMIN):
+        return Check("privileges", True, "root")
+    if has(CAP_BPF) and has(CAP_PERFMON):
+        return Check("privileges", True, "CAP_BPF and CAP_PERFMON")
+    return Check("privileges", False, "not root and no CAP_BPF+CAP_PERFMON",
+                 "run as root: sudo ebpf-tracer ... (in Kubernetes: privileged: true)")
+
+
+def tracefs() -> Path | None:
+    for p in TRACEFS_CANDIDATES:
+        if (p / "events").is_dir():
+            return p
+    return None
+
+
+def check_tracefs() -> Check:
+    p = tracefs()
+    if p:
+        return Check("tracefs", True, str(p))
+    return Check("tracefs", False, "tracefs is not mounted",
+                 "mount -t tracefs nodev /sys/kernel/tracing (make setup does this)")
+
+
+def check_tracepoints() -> Check:
+    p = tracefs()
+    if not p:
+        return Check("tracepoints", False, "cannot look without tracefs", "mount tracefs first")
+    missing = [t for t in REQUIRED_TRACEPOINTS if not (p / "events" / t).is_dir()]
+    if missing:
+        return Check("tracepoints", False, "missing: " + ", ".join(missing),
+                     "needs a kernel with CONFIG_FTRACE_SYSCALLS=y")
+    return Check("tracepoints", True, f"{len(REQUIRED_TRACEPOINTS)} required tracepoints present")
+
+
+def check_btf() -> Check:
+    if Path("/sys/kernel/btf/vmlinux").exists():
+        return Check("btf", True, "/sys/kernel/btf/vmlinux")
+    return Check("btf", False, "no /sys/kernel/btf/vmlinux (optional today; future probes use it)",
+                 "use a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+
+
+def check_ringbuf() -> Check:
+    rel = os.uname().release
+    try:
+        major, minor = (int(x) for x in rel.split(".")[:2])
+    except ValueError:
+        return Check("ring buffer", False, f"cannot parse kernel release {rel}", "")
+    if (major, minor) >= (5, 8):
+        return Check("ring buffer", True, f"kernel {rel} (>= 5.8)")
+    return Check("ring buffer", False, f"kernel {rel} is older than 5.8",
+                 "upgrade the kernel to 5.8 or newer")
+
+
+def check_bcc() -> Check:
+    try:
+        import bcc  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError as e:
+        return Check("bcc", False, f"cannot import bcc ({e})",
+                     "make setup (apt-get install python3-bpfcc, linked into .venv)")
+    return Check("bcc", True, f"bcc {getattr(bcc, '__version__', '?')}")
+
+
+def check_headers() -> Check:
+    from .loader import kernel_headers
+
+    h = kernel_headers()
+    rel = os.uname().release
+    if h is None:
+        return Check("kernel headers", False, f"none at /lib/modules/{rel}/build",
+                     f"apt-get install linux-headers-{rel}, or `make setup` to link the "
+                     "packaged ones (see DEVELOPERS.md)")
+    note = "" if rel in h.name else f" (generic headers for kernel {rel})"
+    return Check("kernel headers", True, f"{h}{note}")
+
+
+def check_load() -> Check:
+    from .errors import TracerError
+    from .loader import LoaderConfig, Probes
+
+    try:
+        p = Probes(LoaderConfig(ringbuf_pages=16, max_conns=1024))
+    except TracerError as e:
+        return Check("load eBPF programs", False, str(e), "fix the items above, then retry")
+    n = p.bpf.num_open_tracepoints()
+    p.close()
+    return Check("load eBPF programs", True, f"compiled and attached {n} tracepoints")
+
+
+def run_checks() -> list[Check]:
+    checks = [check_privileges(), check_tracefs(), check_tracepoints(), check_btf(),
+              check_ringbuf(), check_bcc(), check_headers()]
+    if all(c.ok for c in checks if c.name != "btf"):
+        checks.append(check_load())
+    else:
+        checks.append(Check("load eBPF programs", False, "skipped", "fix the items above"))
+    return checks
+
+
+def can_trace(checks: list[Check]) -> bool:
+    return all(c.ok for c in checks if c.name != "btf")

@@ -1,0 +1,27 @@
+"""What the agent is asked to do, built by the CLI (or a test)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Mode(str, Enum):
+    RUN = "run"  # every process on the host
+    ATTACH = "attach"  # given PIDs and their descendants
+    EXEC = "exec"  # a launched command and its descendants
+
+
+@dataclass(slots=True)
+class Config:
+    mode: Mode = Mode.ATTACH
+    pids: list[int] = field(default_factory=list)
+    exporter: str = "console"
+    output: str | None = None
+    ready_file: str | None = None
+    max_copy: int = 2048
+    ringbuf_pages: int = 4096
+    max_conns: int = 65536
+    idle_timeout_s: float = 300.0
+    stats_interval_s: float = 10.0
+    batch_delay_s: float = 0.5

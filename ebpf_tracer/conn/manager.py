@@ -1,0 +1,189 @@
+"""Connection identity and lifetime: (pid, fd, generation) -> ConnTracker.
+
+Bounded in number (least recently used trackers are flushed and dropped) and
+in time (idle trackers expire), so memory stays flat under churn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..events import OpenInfo
+from ..model import ConnMeta, Direction, Role
+from ..protocols.http1 import Http1Connection, Http1Record
+from .sockets import SocketTable, fd_exists, format_addr, socket_inode
+from .tracker import ConnTracker
+
+log = logging.getLogger(__name__)
+
+Emitted = list[tuple[ConnMeta, Http1Record]]
+
+
+@dataclass(slots=True)
+class ConnStats:
+    opened: int = 0
+    closed: int = 0
+    evicted: int = 0
+    expired: int = 0
+    not_sockets: int = 0
+    gaps: int = 0
+    joined_existing: int = 0
+
+
+class ConnManager:
+    def __init__(
+        self,
+        *,
+        max_conns: int = 65536,
+        idle_timeout_ns: int = 300 * 10**9,
+        sockets: SocketTable | None = None,
+        on_not_socket: Callable[[int, int], None] | None = None,
+        parser_factory: Callable[[Role], Http1Connection] = Http1Connection,
+    ) -> None:
+        self._conns: OrderedDict[tuple[int, int], ConnTracker] = OrderedDict()
+        self._max = max_conns
+        self._idle_ns = idle_timeout_ns
+        self._sockets = sockets or SocketTable()
+        self._on_not_socket = on_not_socket
+        self._parser_factory = parser_factory
+        self._listen_addrs: dict[tuple[int, int], tuple[str, int] | None] = {}
+        self._pending: Emitted = []  # records flushed by evictions inside _new()
+        self.stats = ConnStats()
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def trackers(self) -> list[ConnTracker]:
+        return list(self._conns.values())
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def _new(self, pid: int, fd: int, generation: int, role: Role, ts_ns: int) -> ConnTracker:
+        t = ConnTracker(ConnMeta(pid, fd, generation, role), self._parser_factory(role), ts_ns)
+        self._conns[(pid, fd)] = t
+        self.stats.opened += 1
+        if len(self._conns) > self._max:
+            _, old = self._conns.popitem(last=False)
+            self.stats.evicted += 1
+            self._pending.extend(self._flush(old, ts_ns))
+        return t
+
+    def _flush(self, t: ConnTracker, ts_ns: int) -> Emitted:
+        self.stats.gaps += t.gaps
+        return [(t.meta, r) for r in t.on_close(ts_ns)]
+
+    def on_open(self, pid: int, fd: int, generation: int, role: int, ts_ns: int,
+                info: OpenInfo) -> Emitted:
+        out: Emitted = []
+        old = self._conns.pop((pid, fd), None)
+        if old is not None:  # close() never seen: the fd was reused
+            out += self._flush(old, ts_ns)
+        t = self._new(pid, fd, generation, Role(role), ts_ns)
+        meta = t.meta
+        if info.family:
+            meta.peer_addr = format_addr(info.family, info.peer_addr)
+            meta.peer_port = info.peer_port
+        if meta.role is Role.SERVER:
+            local = self._listen_addr(pid, info.listen_fd)
+            if local:
+                meta.local_addr, meta.local_port = local
+            if not info.family:
+                self._resolve(t)
+        return self._take_pending(out)
+
+    def on_data(self, pid: int, fd: int, generation: int, role: int, direction: int,
+                pos: int, length: int, data: bytes, ts_ns: int) -> Emitted:
+        out: Emitted = []
+        key = (pid, fd)
+        t = self._conns.get(key)
+        if t is None or t.meta.generation != generation:
+            if t is not None:
+                out += self._flush(self._conns.pop(key), ts_ns)
+            t = self._new(pid, fd, generation, Role(role), ts_ns)
+            self.stats.joined_existing += 1
+            if not self._resolve(t):
+                return self._take_pending(out)
+        else:
+            self._conns.move_to_end(key)
+        recs = t.on_data(Direction(direction), pos, length, data, ts_ns)
+        if t.meta.role is Role.UNKNOWN and t.parser.role is not Role.UNKNOWN:
+            t.meta.role = t.parser.role
+        out += [(t.meta, r) for r in recs]
+        return self._take_pending(out)
+
+    def on_close(self, pid: int, fd: int, generation: int, ts_ns: int) -> Emitted:
+        t = self._conns.get((pid, fd))
+        if t is None or t.meta.generation != generation:
+            return []
+        del self._conns[(pid, fd)]
+        self.stats.closed += 1
+        return self._flush(t, ts_ns)
+
+    def on_process_exit(self, pid: int, ts_ns: int) -> Emitted:
+        out: Emitted = []
+        for key in [k for k in self._conns if k[0] == pid]:
+            out += self._flush(self._conns.pop(key), ts_ns)
+        self._listen_addrs = {k: v for k, v in self._listen_addrs.items() if k[0] != pid}
+        return out
+
+    def expire(self, now_ns: int) -> Emitted:
+        """Flush trackers idle for longer than the timeout (close() unseen)."""
+        out: Emitted = []
+        cutoff = now_ns - self._idle_ns
+        while self._conns:
+            key, t = next(iter(self._conns.items()))
+            if t.last_seen_ns >= cutoff:
+                break
+            del self._conns[key]
+            self.stats.expired += 1
+            out += self._flush(t, now_ns)
+        return out
+
+    def flush_all(self, ts_ns: int) -> Emitted:
+        out: Emitted = []
+        while self._conns:
+            _, t = self._conns.popitem(last=False)
+            out += self._flush(t, ts_ns)
+        return out
+
+    def _take_pending(self, out: Emitted) -> Emitted:
+        if self._pending:
+            out += self._pending
+            self._pending = []
+        return out
+
+    # -- addresses -----------------------------------------------------------
+
+    def _listen_addr(self, pid: int, listen_fd: int) -> tuple[str, int] | None:
+        if listen_fd < 0:
+            return None
+        key = (pid, listen_fd)
+        if key not in self._listen_addrs:
+            a = self._sockets.lookup_fd(pid, listen_fd)
+            self._listen_addrs[key] = (a.local_addr, a.local_port) if a else None
+        return self._listen_addrs[key]
+
+    def _resolve(self, t: ConnTracker) -> bool:
+        """Fill addresses from sock_diag; False if the fd is not a socket."""
+        m = t.meta
+        inode = socket_inode(m.pid, m.fd)
+        if inode is None:
+            if fd_exists(m.pid, m.fd):
+                # A file or pipe whose bytes looked like HTTP: stop tracing it.
+                self.stats.not_sockets += 1
+                self._conns.pop((m.pid, m.fd), None)
+                if self._on_not_socket:
+                    self._on_not_socket(m.pid, m.fd)
+                return False
+            return True  # gone already: keep what its bytes tell
+        a = self._sockets.lookup(inode)
+        if a is None:
+            # A socket, but not TCP in this network namespace (e.g. unix).
+            return True
+        m.local_addr, m.local_port = a.local_addr, a.local_port
+        m.peer_addr, m.peer_port = a.peer_addr, a.peer_port
+        t.addresses_resolved = True
+        return True

@@ -1,0 +1,105 @@
+"""Which socket an fd is, and its addresses: /proc plus netlink sock_diag.
+
+Used only when the kernel could not say (connections opened before the
+tracer, accept() without a sockaddr, local address of a listening socket).
+Lookups are per connection, never per request, and dumps are cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+ALL_STATES = 0xFFF
+
+
+@dataclass(slots=True, frozen=True)
+class SockAddrs:
+    local_addr: str
+    local_port: int
+    peer_addr: str
+    peer_port: int
+
+
+def socket_inode(pid: int, fd: int) -> int | None:
+    """The socket inode behind pid's fd; None if not a socket (or gone)."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+    if target.startswith("socket:["):
+        return int(target[8:-1])
+    return None
+
+
+def fd_exists(pid: int, fd: int) -> bool:
+    return os.path.lexists(f"/proc/{pid}/fd/{fd}")
+
+
+class SocketTable:
+    """Inode -> TCP addresses, from a cached sock_diag dump of this netns."""
+
+    def __init__(self, min_refresh_s: float = 0.05) -> None:
+        self._by_inode: dict[int, SockAddrs] = {}
+        self._last_dump = 0.0
+        self._min_refresh_s = min_refresh_s
+        self.dumps = 0
+
+    def _dump(self) -> None:
+        try:
+            from pyroute2 import DiagSocket
+        except ImportError:  # pragma: no cover - dependency of the package
+            return
+        table: dict[int, SockAddrs] = {}
+        try:
+            with DiagSocket() as ds:
+                ds.bind()
+                for fam in (socket.AF_INET, socket.AF_INET6):
+                    for m in ds.get_sock_stats(family=fam, states=ALL_STATES):
+                        inode = m.get("idiag_inode")
+                        if inode:
+                            table[inode] = SockAddrs(
+                                _unmap(m.get("idiag_src")),
+                                m.get("idiag_sport"),
+                                _unmap(m.get("idiag_dst")),
+                                m.get("idiag_dport"),
+                            )
+        except OSError as e:
+            log.debug("sock_diag dump failed: %s", e)
+            return
+        self.dumps += 1
+        self._by_inode = table
+        self._last_dump = time.monotonic()
+
+    def lookup(self, inode: int) -> SockAddrs | None:
+        hit = self._by_inode.get(inode)
+        if hit is None and time.monotonic() - self._last_dump >= self._min_refresh_s:
+            self._dump()
+            hit = self._by_inode.get(inode)
+        return hit
+
+    def lookup_fd(self, pid: int, fd: int) -> SockAddrs | None:
+        inode = socket_inode(pid, fd)
+        return self.lookup(inode) if inode else None
+
+
+def _unmap(addr: str | None) -> str:
+    """IPv4-mapped IPv6 ('::ffff:1.2.3.4') is reported as plain IPv4."""
+    if not addr:
+        return ""
+    if addr.startswith("::ffff:") and "." in addr:
+        return addr[7:]
+    return addr
+
+
+def format_addr(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if family == socket.AF_INET6:
+        return _unmap(socket.inet_ntop(socket.AF_INET6, raw[:16]))
+    return ""

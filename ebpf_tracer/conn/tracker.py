@@ -1,0 +1,46 @@
+"""One traced connection: its facts, its two byte streams, its protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..model import ConnMeta, Direction
+from ..protocols.http1 import Http1Connection, Http1Record
+
+
+@dataclass(slots=True)
+class StreamPos:
+    """Where the next byte of one direction should start; gaps show up here."""
+
+    expected: int = -1  # -1: nothing seen yet (joined mid-stream or new)
+
+
+@dataclass(slots=True)
+class ConnTracker:
+    meta: ConnMeta
+    parser: Http1Connection
+    last_seen_ns: int = 0
+    pos: tuple[StreamPos, StreamPos] = field(default_factory=lambda: (StreamPos(), StreamPos()))
+    addresses_resolved: bool = False
+    gaps: int = 0
+
+    def on_data(
+        self, direction: Direction, pos: int, length: int, data: bytes, ts_ns: int
+    ) -> list[Http1Record]:
+        """Feed one syscall's bytes; missing bytes before or after become gaps."""
+        self.last_seen_ns = ts_ns
+        sp = self.pos[direction]
+        out: list[Http1Record] = []
+        if sp.expected >= 0 and pos > sp.expected:
+            # Lost events: the kernel counted bytes we never received.
+            self.gaps += 1
+            out += self.parser.gap(direction, pos - sp.expected, ts_ns)
+        sp.expected = pos + length
+        if data:
+            out += self.parser.feed(direction, data, ts_ns)
+        if length > len(data):
+            out += self.parser.gap(direction, length - len(data), ts_ns)
+        return out
+
+    def on_close(self, ts_ns: int) -> list[Http1Record]:
+        return self.parser.close(ts_ns)
