@@ -63,10 +63,16 @@ class Agent:
         self.batcher = BatchSpanProcessor(self._exporter, schedule_delay_s=cfg.batch_delay_s)
         self.resources = ResourceCache()
         self.probes: Probes | None = None
+        self._sockets = SocketTable()
+        # Only in run mode can the receiving end of our own exports be traced.
+        self._check_own = cfg.mode is Mode.RUN
+        self._own_ports: set[int] = set()
+        self._own_ports_at = 0.0
+        self.own_traffic_dropped = 0
         self.conns = ConnManager(
             max_conns=cfg.max_conns,
             idle_timeout_ns=int(cfg.idle_timeout_s * 1e9),
-            sockets=SocketTable(),
+            sockets=self._sockets,
             on_not_socket=self._not_socket,
         )
         # Kernel timestamps are CLOCK_MONOTONIC; spans want the epoch.
@@ -138,8 +144,25 @@ class Agent:
             self.decode_errors += 1
             log.debug("record dropped", exc_info=True)
 
+    def _is_own_traffic(self, meta) -> bool:  # noqa: ANN001
+        """A server span whose client is this agent (its exporter): never traced."""
+        port = meta.peer_port
+        if port is None or meta.role != 2:
+            return False
+        if port in self._own_ports:
+            return True
+        now = time.monotonic()
+        if now - self._own_ports_at < 0.2:
+            return False
+        self._own_ports_at = now
+        self._own_ports = self._sockets.own_ports()
+        return port in self._own_ports
+
     def _emit(self, out: Emitted) -> None:
         for meta, rec in out:
+            if self._check_own and self._is_own_traffic(meta):
+                self.own_traffic_dropped += 1
+                continue
             span = http1_span(rec, meta, self.resources.get(meta.pid),
                               clock_offset_ns=self.clock_offset_ns)
             self.spans_produced += 1
@@ -173,6 +196,7 @@ class Agent:
             "spans_produced": self.spans_produced,
             "decode_errors": self.decode_errors,
             "http2_events_ignored": self.http2_events,
+            "own_traffic_dropped": self.own_traffic_dropped,
             "connections_tracked": len(self.conns),
         }
         if self.probes:

@@ -1,0 +1,311 @@
+"""HTTP/1 end to end: real servers and clients, the real agent, a real receiver."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e.conftest import TRACER, curl, need, wait_port
+
+SERVER, CLIENT = 2, 3
+
+
+def A(span) -> dict:  # noqa: N802 - short accessor used everywhere below
+    return span.attributes
+
+
+def of_pid(receiver, pid: int, count: int, timeout: float = 20.0) -> list:
+    """Wait until `count` spans from process `pid` arrived; return all of them."""
+    def mine():
+        return [s for s in receiver.spans if s.resource.get("process.pid") == pid]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(mine()) < count:
+        time.sleep(0.05)
+    return sorted(mine(), key=lambda s: s.start_time_unix_nano)
+
+
+def settle(receiver, pid: int, count: int) -> list:
+    """Spans of `pid` once `count` arrived and nothing more came for a moment."""
+    spans = of_pid(receiver, pid, count)
+    time.sleep(1.0)
+    return of_pid(receiver, pid, count)
+
+
+def test_python_server_attach(start_agent, receiver, python_server):
+    srv, port = python_server
+    agent = start_agent("attach", "--pid", str(srv.pid))
+    assert curl(f"http://127.0.0.1:{port}/hello.txt").stdout.strip() == "200"
+    assert curl(f"http://127.0.0.1:{port}/nope?x=1").stdout.strip() == "404"
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    spans = settle(receiver, srv.pid, 2)
+    assert len(spans) == 2, [s.name for s in spans]
+    ok, missing = spans
+    assert ok.kind == SERVER and ok.name == "GET"
+    assert A(ok)["http.request.method"] == "GET"
+    assert A(ok)["url.path"] == "/hello.txt"
+    assert A(ok)["http.response.status_code"] == 200
+    assert A(ok)["server.port"] == port
+    assert A(ok)["client.address"] == "127.0.0.1"
+    assert A(ok)["network.peer.address"] == "127.0.0.1"
+    assert A(ok)["http.response.body.size"] == len("hello world\n")
+    assert A(ok)["user_agent.original"].startswith("curl/")
+    assert A(missing)["url.path"] == "/nope" and A(missing)["url.query"] == "x=1"
+    assert A(missing)["http.response.status_code"] == 404
+    assert missing.status_code == 0, "4xx is not an error on the server side"
+    assert ok.resource["service.name"].startswith("python")
+    assert ok.resource["process.pid"] == srv.pid
+    assert ok.end_time_unix_nano > ok.start_time_unix_nano
+    assert len(ok.trace_id) == 32 and ok.trace_id != "0" * 32
+
+
+def test_nginx_keepalive_sendfile_and_errors(start_agent, receiver, nginx_server):
+    srv, port = nginx_server
+    agent = start_agent("attach", "--pid", str(srv.pid))  # the worker is a child
+    base = f"http://127.0.0.1:{port}"
+    # One curl, one connection, four requests (keep-alive).
+    out = curl(f"{base}/index.html", f"{base}/big.bin", f"{base}/boom", f"{base}/created")
+    assert out.stdout.split() == ["200", "200", "503", "201"]
+    spans = settle(receiver, _nginx_worker(srv.pid), 4)
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    assert [A(s)["url.path"] for s in spans] == ["/index.html", "/big.bin", "/boom", "/created"]
+    assert [A(s)["http.response.status_code"] for s in spans] == [200, 200, 503, 201]
+    assert A(spans[1])["http.response.body.size"] == 100_000  # sent with sendfile
+    assert A(spans[0])["http.response.body.size"] == len("<h1>hello</h1>\n" * 20)
+    boom = spans[2]
+    assert boom.status_code == 2 and A(boom)["error.type"] == "503"
+    assert len({A(s)["client.port"] for s in spans}) == 1, "one keep-alive connection"
+    assert all(s.resource["service.name"] == "nginx" for s in spans)
+
+
+def _nginx_worker(master: int) -> int:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = open(f"/proc/{entry}/stat").read()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    return int(entry)
+        time.sleep(0.1)
+    raise AssertionError("no nginx worker")
+
+
+def test_nginx_pipelined_requests(start_agent, receiver, nginx_server):
+    srv, port = nginx_server
+    worker = _nginx_worker(srv.pid)
+    agent = start_agent("attach", "--pid", str(srv.pid))
+    reqs = b"".join(
+        f"GET /{p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        for p in ("index.html", "created", "missing")
+    ) + b"GET /boom HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(reqs)  # one write: the server reads all four at once
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    assert got.count(b"HTTP/1.1 ") == 4
+    spans = settle(receiver, worker, 4)
+    agent.stop()
+    assert [A(s)["url.path"] for s in spans] == ["/index.html", "/created", "/missing", "/boom"]
+    assert [A(s)["http.response.status_code"] for s in spans] == [200, 201, 404, 503]
+
+
+def test_node_server_post_and_chunked(start_agent, receiver, node_server):
+    srv, port = node_server
+    agent = start_agent("attach", "--pid", str(srv.pid))
+    base = f"http://127.0.0.1:{port}"
+    assert curl("-X", "POST", "-d", "x" * 300, f"{base}/orders").stdout.strip() == "200"
+    assert curl(f"{base}/chunked").stdout.strip() == "200"
+    assert curl(f"{base}/missing").stdout.strip() == "404"
+    spans = settle(receiver, srv.pid, 3)
+    agent.stop()
+    assert [s.name for s in spans] == ["POST", "GET", "GET"]
+    post, chunked, missing = spans
+    assert A(post)["http.request.body.size"] == 300
+    assert A(chunked)["http.response.body.size"] == len("part one\npart two\n")
+    assert A(missing)["http.response.status_code"] == 404
+    # libuv accepts with no sockaddr: the peer comes from sock_diag.
+    assert A(post)["client.address"] == "127.0.0.1"
+    assert A(post)["server.port"] == port
+    assert post.resource["service.name"] == "node"
+
+
+def test_exec_curl_client_spans_and_exit_code(start_agent, receiver, python_server, otlp_env,
+                                              tmp):
+    _, port = python_server
+    url = f"http://127.0.0.1:{port}/hello.txt?lang=en"
+    ready = tmp / "ready"
+    p = subprocess.run(
+        [str(TRACER), "exec", "--ready-file", str(ready), "--", need("curl"), "-s", url],
+        env=otlp_env, capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "hello world\n", "the command's stdout passes through"
+    spans = receiver.wait_for(lambda s: s.resource.get("service.name") == "curl", timeout=10)
+    assert len(spans) == 1
+    s = spans[0]
+    assert s.kind == CLIENT and s.name == "GET"
+    assert A(s)["url.full"] == url
+    assert A(s)["server.address"] == "127.0.0.1" and A(s)["server.port"] == port
+    assert A(s)["http.response.status_code"] == 200
+    assert A(s)["network.peer.port"] == port
+
+
+def test_exec_passes_exit_code_and_output(otlp_env, tmp):
+    p = subprocess.run(
+        [str(TRACER), "exec", "--", "sh", "-c", "echo out; echo err >&2; read x; echo $x; exit 7"],
+        env=otlp_env, input="typed\n", capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 7, p.stderr
+    assert p.stdout == "out\ntyped\n"
+    assert "err" in p.stderr
+
+
+def test_client_error_status_and_sigterm_flush(start_agent, receiver, python_server, procs):
+    """A traced client sees a 404 as an error; SIGTERM right after still delivers it."""
+    _, port = python_server
+    code = ("import time,urllib.request as u\n"
+            "time.sleep(1.5)\n"
+            "try:\n"
+            f"    u.urlopen('http://127.0.0.1:{port}/absent')\n"
+            "except Exception: pass\n"
+            "time.sleep(60)\n")
+    client = subprocess.Popen([sys.executable, "-c", code])
+    procs.append(client)
+    agent = start_agent("attach", "--pid", str(client.pid))
+    time.sleep(2.5)
+    rc, _, err = agent.stop()  # no waiting for the batch timer
+    assert rc == 0, err
+    spans = of_pid(receiver, client.pid, 1, timeout=5)
+    assert len(spans) == 1
+    s = spans[0]
+    assert s.kind == CLIENT and A(s)["http.response.status_code"] == 404
+    assert s.status_code == 2 and A(s)["error.type"] == "404"
+    assert A(s)["url.full"] == f"http://127.0.0.1:{port}/absent"
+
+
+def test_connection_opened_before_the_tracer(start_agent, receiver, nginx_server):
+    import http.client
+
+    srv, port = nginx_server
+    worker = _nginx_worker(srv.pid)
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn.request("GET", "/index.html")
+    conn.getresponse().read()  # before tracing: not seen
+    agent = start_agent("attach", "--pid", str(srv.pid))
+    for path in ("/created", "/index.html"):
+        conn.request("GET", path)
+        conn.getresponse().read()
+    conn.close()
+    spans = settle(receiver, worker, 2)
+    agent.stop()
+    assert [A(s)["url.path"] for s in spans] == ["/created", "/index.html"]
+    assert A(spans[0])["server.port"] == port
+
+
+def test_wrk_completeness(start_agent, receiver, nginx_server):
+    srv, port = nginx_server
+    worker = _nginx_worker(srv.pid)
+    agent = start_agent("attach", "--pid", str(srv.pid))
+    out = subprocess.run([need("wrk"), "-t1", "-c4", "-d2s", f"http://127.0.0.1:{port}/created"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    assert n > 100
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(of_pid(receiver, worker, 0, 0)) < n:
+        time.sleep(0.2)
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    spans = of_pid(receiver, worker, 0, 0)
+    # wrk counts completed responses; up to one in-flight request per
+    # connection can be served but not counted when wrk stops.
+    assert n <= len(spans) <= n + 4, (n, len(spans))
+    assert all(A(s)["http.response.status_code"] == 201 for s in spans)
+
+
+def test_hostile_traffic_does_not_stop_tracing(start_agent, receiver, python_server):
+    srv, port = python_server
+    agent = start_agent("attach", "--pid", str(srv.pid))
+    payloads = [
+        b"\x00\xff garbage \r\n\r\n" * 100,
+        b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+        b"GET /half HTTP/1.1\r\nHost: x\r\nContent-Le",
+        b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+    ]
+    for p in payloads:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(p)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+    with socket.create_connection(("127.0.0.1", port)) as s:  # one byte at a time
+        for b in b"GET /slow-bytes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n":
+            s.send(bytes([b]))
+            time.sleep(0.001)
+        while s.recv(65536):
+            pass
+    assert curl(f"http://127.0.0.1:{port}/hello.txt").stdout.strip() == "200"
+    spans = of_pid(receiver, srv.pid, 1)
+    assert "/hello.txt" in [A(s).get("url.path") for s in spans]
+    assert agent.proc.poll() is None, "the agent is still running"
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    assert "Traceback" not in err
+
+
+def test_run_mode_traces_host_but_not_itself(start_agent, receiver, python_server, otlp_env):
+    srv, port = python_server
+    env = dict(otlp_env)
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.http_endpoint
+    env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+    agent = start_agent("run", env=env)
+    for _ in range(3):
+        curl(f"http://127.0.0.1:{port}/hello.txt")
+    time.sleep(2)  # several export batches go out meanwhile
+    spans = settle(receiver, srv.pid, 3)
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    assert len(spans) == 3
+    agent_pid = agent.proc.pid
+    assert not [s for s in receiver.spans if s.resource.get("process.pid") == agent_pid]
+    exports = [s for s in receiver.spans if A(s).get("url.path") == "/v1/traces"]
+    assert not exports, "the exporter's own requests must never become spans"
+
+
+def test_attach_unknown_pid_is_a_one_line_error():
+    p = subprocess.run([str(TRACER), "attach", "--pid", "999999999"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 2
+    assert "no process with pid 999999999" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_check_says_this_machine_can_trace():
+    p = subprocess.run([str(TRACER), "check"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "this machine can trace" in p.stdout
+    assert "kernel headers" in p.stdout and "load eBPF programs" in p.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_exit_zero(start_agent, python_server, sig):
+    srv, _ = python_server
+    agent = start_agent("attach", "--pid", str(srv.pid))
+    agent.proc.send_signal(sig)
+    rc, _, err = agent.stop()
+    assert rc == 0, err
