@@ -292,6 +292,17 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     return 0;
 }
 
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    __u64 id = bpf_get_current_pid_tgid();
+    if (!is_traced(id >> 32))
+        return 0;
+    struct event_hdr h = {};
+    fill_hdr(&h, EVT_PROC_EXEC, id, -1);
+    if (events.ringbuf_output(&h, sizeof(h), 0) != 0)
+        count(0, 1);
+    return 0;
+}
+
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32;

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import events
+from . import events, own_sockets
 from .config import Config, Mode
 from .conn.manager import ConnManager, Emitted
 from .conn.sockets import SocketTable
@@ -31,6 +31,7 @@ _DATA = events.EventType.DATA
 _OPEN = events.EventType.OPEN
 _CLOSE = events.EventType.CLOSE
 _EXIT = events.EventType.PROC_EXIT
+_EXEC = events.EventType.PROC_EXEC
 
 
 def descendants(pids: list[int]) -> set[int]:
@@ -98,6 +99,9 @@ class Agent:
         )
         if self.cfg.mode is not Mode.RUN:
             self.add_pids(self.cfg.pids)
+        # Warm the address resolver (imports pyroute2, first dump) so the first
+        # connections are resolved before short-lived ones close.
+        self._sockets.refresh()
         self.probes.open_ring_buffer(self._on_record)
         if self.cfg.ready_file:
             Path(self.cfg.ready_file).write_text(f"{os.getpid()}\n")
@@ -107,6 +111,7 @@ class Agent:
         assert self.probes is not None
         for pid in descendants(pids):
             self.probes.trace_pid(pid)
+            self.resources.get(pid)  # read /proc now, while the process lives
 
     def _not_socket(self, pid: int, fd: int) -> None:
         if self.probes:
@@ -132,6 +137,9 @@ class Agent:
                 out = self.conns.on_open(pid, fd, gen, role, ts, info)
             elif etype == _CLOSE:
                 out = self.conns.on_close(pid, fd, gen, ts)
+            elif etype == _EXEC:
+                self.resources.forget(pid)  # a new program: read /proc again
+                return
             elif etype == _EXIT:
                 out = self.conns.on_process_exit(pid, ts)
                 self.resources.forget(pid)
@@ -154,8 +162,10 @@ class Agent:
         now = time.monotonic()
         if now - self._own_ports_at < 0.2:
             return False
+        # Noted by our transports at connect time, plus whatever we hold open
+        # (e.g. grpcio's sockets, which we cannot hook).
         self._own_ports_at = now
-        self._own_ports = self._sockets.own_ports()
+        self._own_ports = own_sockets.ports() | self._sockets.own_ports()
         return port in self._own_ports
 
     def _emit(self, out: Emitted) -> None:

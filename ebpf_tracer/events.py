@@ -34,6 +34,7 @@ class EventType(enum.IntEnum):
     OPEN = C["EVT_OPEN"]
     CLOSE = C["EVT_CLOSE"]
     PROC_EXIT = C["EVT_PROC_EXIT"]
+    PROC_EXEC = C["EVT_PROC_EXEC"]
 
 
 class Proto(enum.IntEnum):

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+
+# Runs in the child: wait for the agent, then become the command (same pid).
+_GATE = (
+    "import os,sys\n"
+    "fd=int(sys.argv[1]); os.read(fd,1); os.close(fd)\n"
+    "try: os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "except OSError as e:\n"
+    "    sys.stderr.write(f'ebpf-tracer: cannot run {sys.argv[2]}: {e.strerror}\\n')\n"
+    "    sys.exit(127)\n"
+)
 
 
 class GatedProcess:
-    """`sh` waits on a pipe, then execs the command in the same pid.
+    """A child that waits on a pipe, then execs the command in the same pid.
 
     The agent adds the pid to the traced set before opening the gate, so
     nothing the command does is missed; stdin/stdout/stderr are inherited.
@@ -17,10 +28,10 @@ class GatedProcess:
         if not argv:
             raise ValueError("no command given")
         r, w = os.pipe()
-        script = f'read _ <&{r}; exec {r}<&-; exec "$@"'
         try:
             self.proc = subprocess.Popen(
-                ["/bin/sh", "-c", script, "sh", *argv], pass_fds=(r,), **popen_kwargs
+                [sys.executable, "-S", "-c", _GATE, str(r), *argv], pass_fds=(r,),
+                **popen_kwargs,
             )
         finally:
             os.close(r)
@@ -30,7 +41,7 @@ class GatedProcess:
     def release(self) -> None:
         if self._gate >= 0:
             try:
-                os.write(self._gate, b"go\n")
+                os.write(self._gate, b"g")
             finally:
                 os.close(self._gate)
                 self._gate = -1

@@ -75,15 +75,15 @@ class Probes:
             "-Wno-macro-redefined",
         ]
         try:
-            self.bpf = bcc.BPF(text=src, cflags=cflags)
+            self.bpf = bcc.BPF(text=src.encode(), cflags=cflags)
         except Exception as e:  # bcc raises bare Exception on compile/load errors
             raise TracerError(
                 f"could not load the eBPF programs: {e}. Run `ebpf-tracer check` to see what "
                 "this machine is missing"
             ) from None
-        self._traced = self.bpf["traced_pids"]
-        self._counters = self.bpf["counters"]
-        self._conns = self.bpf["conns"]
+        self._traced = self.bpf[b"traced_pids"]
+        self._counters = self.bpf[b"counters"]
+        self._conns = self.bpf[b"conns"]
         self._cb: Callable[[bytes], None] | None = None
         n_tp = self.bpf.num_open_tracepoints()
         log.debug("attached %d tracepoints (max_copy=%d)", n_tp, cfg.max_copy)
@@ -115,7 +115,7 @@ class Probes:
             return 0
 
         self._cb = _cb
-        self.bpf["events"].open_ring_buffer(_cb)
+        self.bpf[b"events"].open_ring_buffer(_cb)
 
     def poll(self, timeout_ms: int = 100) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)

@@ -12,6 +12,7 @@
 #define EVT_OPEN 2       /* accept/connect completed: role and addresses */
 #define EVT_CLOSE 3      /* close() of a traced connection */
 #define EVT_PROC_EXIT 4  /* a traced process exited */
+#define EVT_PROC_EXEC 5  /* a traced process exec'd a new program */
 
 /* Direction, from the traced process's point of view. */
 #define DIR_INGRESS 0 /* read by the process */

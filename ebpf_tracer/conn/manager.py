@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..events import OpenInfo
 from ..model import ConnMeta, Direction, Role
 from ..protocols.http1 import Http1Connection, Http1Record
-from .sockets import SocketTable, fd_exists, format_addr, socket_inode
+from .sockets import NotTcp, SocketTable, addresses_of, fd_exists, format_addr, socket_inode
 from .tracker import ConnTracker
 
 log = logging.getLogger(__name__)
@@ -162,28 +162,43 @@ class ConnManager:
             return None
         key = (pid, listen_fd)
         if key not in self._listen_addrs:
-            a = self._sockets.lookup_fd(pid, listen_fd)
+            try:
+                a = addresses_of(pid, listen_fd) or self._sockets.lookup_fd(pid, listen_fd)
+            except NotTcp:
+                a = None
             self._listen_addrs[key] = (a.local_addr, a.local_port) if a else None
         return self._listen_addrs[key]
 
     def _resolve(self, t: ConnTracker) -> bool:
-        """Fill addresses from sock_diag; False if the fd is not a socket."""
+        """Fill addresses the syscalls did not give; False if not a TCP socket."""
         m = t.meta
-        inode = socket_inode(m.pid, m.fd)
-        if inode is None:
+        try:
+            a = addresses_of(m.pid, m.fd)
+        except NotTcp:
+            a = None
             if fd_exists(m.pid, m.fd):
-                # A file or pipe whose bytes looked like HTTP: stop tracing it.
-                self.stats.not_sockets += 1
-                self._conns.pop((m.pid, m.fd), None)
-                if self._on_not_socket:
-                    self._on_not_socket(m.pid, m.fd)
-                return False
-            return True  # gone already: keep what its bytes tell
-        a = self._sockets.lookup(inode)
+                return self._not_tcp(t)
         if a is None:
-            # A socket, but not TCP in this network namespace (e.g. unix).
-            return True
+            # pidfd_getfd refused (old kernel, or the fd is gone): sock_diag.
+            inode = socket_inode(m.pid, m.fd)
+            if inode is None:
+                if fd_exists(m.pid, m.fd):
+                    return self._not_tcp(t)  # a file or pipe that looked like HTTP
+                log.debug("resolve pid=%d fd=%d: gone before it was looked up", m.pid, m.fd)
+                return True
+            a = self._sockets.lookup(inode)
+            if a is None:
+                return True
         m.local_addr, m.local_port = a.local_addr, a.local_port
-        m.peer_addr, m.peer_port = a.peer_addr, a.peer_port
+        if a.peer_port:
+            m.peer_addr, m.peer_port = a.peer_addr, a.peer_port
         t.addresses_resolved = True
         return True
+
+    def _not_tcp(self, t: ConnTracker) -> bool:
+        m = t.meta
+        self.stats.not_sockets += 1
+        self._conns.pop((m.pid, m.fd), None)
+        if self._on_not_socket:
+            self._on_not_socket(m.pid, m.fd)
+        return False

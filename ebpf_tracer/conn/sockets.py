@@ -37,6 +37,59 @@ def socket_inode(pid: int, fd: int) -> int | None:
     return None
 
 
+_libc = None
+SYS_pidfd_getfd = 438  # x86_64 and aarch64 share the generic number
+
+
+def _syscall():  # noqa: ANN202
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc.syscall
+
+
+class NotTcp(Exception):
+    """The fd is a socket, but not a TCP one (unix, UDP, ...)."""
+
+
+def addresses_of(pid: int, fd: int) -> SockAddrs | None:
+    """Addresses of another process's socket, exactly, via pidfd_getfd(2).
+
+    A private duplicate of the fd is asked getsockname/getpeername and closed:
+    cheap (~20 us), exact, and it works across network namespaces. None when
+    the fd is gone or the kernel refuses; NotTcp when it is not a TCP socket.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        dup = _syscall()(SYS_pidfd_getfd, pidfd, fd, 0)
+    finally:
+        os.close(pidfd)
+    if dup < 0:
+        return None
+    try:
+        s = socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        raise NotTcp() from None
+    try:
+        if s.family not in (socket.AF_INET, socket.AF_INET6) or s.type != socket.SOCK_STREAM:
+            raise NotTcp()
+        local = s.getsockname()
+        try:
+            peer = s.getpeername()
+        except OSError:
+            peer = ("", 0)
+        return SockAddrs(_unmap(local[0]), local[1], _unmap(peer[0]), peer[1])
+    finally:
+        s.detach()
+        os.close(dup)
+
+
 def fd_exists(pid: int, fd: int) -> bool:
     return os.path.lexists(f"/proc/{pid}/fd/{fd}")
 
@@ -75,6 +128,9 @@ class SocketTable:
         self.dumps += 1
         self._by_inode = table
         self._last_dump = time.monotonic()
+
+    def refresh(self) -> None:
+        self._dump()
 
     def lookup(self, inode: int) -> SockAddrs | None:
         hit = self._by_inode.get(inode)

@@ -149,25 +149,28 @@ class BatchSpanProcessor:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.schedule_delay_s)
+            woken = self._wake.wait(self.schedule_delay_s)
             self._wake.clear()
             with self._lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
                 stopping = self._stopping
-            # Everything queued before a flush request was made is exported
-            # before its waiter is released.
-            self._drain()
+            # Woken only because a batch filled up: send full batches and let a
+            # remainder wait to fill (or for the timer). Otherwise send it all;
+            # everything queued before a flush request goes out before its
+            # waiter is released.
+            self._drain(full_only=woken and not waiters and not stopping)
             for waiter in waiters:
                 waiter.set()
             if stopping:
                 return
 
-    def _drain(self) -> None:
+    def _drain(self, *, full_only: bool) -> None:
+        size = self.max_export_batch_size
         while True:
             with self._lock:
                 queue = self._queue
-                count = min(len(queue), self.max_export_batch_size)
-                if count == 0:
+                count = min(len(queue), size)
+                if count == 0 or (full_only and count < size):
                     return
                 batch = [queue.popleft() for _ in range(count)]
             self._export(batch)

@@ -115,9 +115,9 @@ def _protocol(env: Mapping[str, str]) -> str:
     name, value = found
     value = value.lower()
     if value not in PROTOCOLS:
-        hint = " (OTLP/JSON is not supported)" if value == "http/json" else ""
+        what = "OTLP/JSON" if value == "http/json" else "this protocol"
         raise ExportConfigError(
-            f"{name}={found[1]!r} is not supported{hint}; use 'grpc' or 'http/protobuf'"
+            f"{name}={found[1]!r}: {what} is not supported; use 'grpc' or 'http/protobuf'"
         )
     return value
 
@@ -149,7 +149,7 @@ def _grpc_target(env: Mapping[str, str], name: str, value: str) -> tuple[str, bo
     if "://" not in value:
         # "host:port" without a scheme: OTEL_EXPORTER_OTLP_INSECURE decides (default TLS).
         insecure = _bool(env, "INSECURE", default=False)
-        _parse_url(name, "http://" + value, example="http://collector:4317")
+        _parse_url(name, value, example="http://collector:4317", assumed_scheme="http://")
         return value, insecure
     parts = _parse_url(name, value, example="http://collector:4317")
     host = parts.hostname or ""
@@ -159,9 +159,9 @@ def _grpc_target(env: Mapping[str, str], name: str, value: str) -> tuple[str, bo
     return f"{host}:{port}", parts.scheme == "http"
 
 
-def _parse_url(name: str, value: str, *, example: str) -> SplitResult:
+def _parse_url(name: str, value: str, *, example: str, assumed_scheme: str = "") -> SplitResult:
     try:
-        parts = urlsplit(value)
+        parts = urlsplit(assumed_scheme + value)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         raise ExportConfigError(

@@ -39,7 +39,12 @@ class OtlpGrpcExporter:
         self._metadata = tuple(config.headers.items()) or None
         gzip = config.compression == "gzip"
         self._compression = grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression
-        options = [("grpc.primary_user_agent", USER_AGENT)]
+        options = [
+            ("grpc.primary_user_agent", USER_AGENT),
+            # grpc's own reconnect backoff grows to 120s by default, and calls
+            # fail fast meanwhile: cap it so export resumes soon after an outage.
+            ("grpc.max_reconnect_backoff_ms", 5000),
+        ]
         if config.insecure:
             self._channel = grpc.insecure_channel(
                 config.endpoint, options=options, compression=self._compression

@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from .. import __version__
+from .. import __version__, own_sockets
 from ..model import Span
 from .config import OtlpConfig
 from .encoder import encode_spans
@@ -156,10 +156,10 @@ class OtlpHttpExporter:
 
     def _new_connection(self, timeout_s: float) -> http.client.HTTPConnection:
         if self._https:
-            return http.client.HTTPSConnection(
+            return _NotedHTTPSConnection(
                 self._host, self._port, timeout=timeout_s, context=self._ssl_context
             )
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
+        return _NotedHTTPConnection(self._host, self._port, timeout=timeout_s)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -202,3 +202,17 @@ def _body_hint(data: bytes, content_type: str) -> str:
         text = data.decode("utf-8", "replace")
     text = " ".join(text.split())
     return text[:200]
+
+
+class _NotedHTTPConnection(http.client.HTTPConnection):
+    """Tells the agent our local port, so our exports are never traced."""
+
+    def connect(self) -> None:
+        super().connect()
+        own_sockets.note(self.sock)
+
+
+class _NotedHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        own_sockets.note(self.sock)

@@ -175,6 +175,7 @@ def python_server(procs: list[subprocess.Popen]) -> tuple[subprocess.Popen, int]
 
 NGINX_CONF = """
 daemon off;
+user root;
 master_process on;
 worker_processes 1;
 error_log {prefix}/error.log warn;
@@ -251,5 +252,8 @@ def node_server(procs: list[subprocess.Popen], tmp_path: Path) -> tuple[subproce
 
 
 def curl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([need("curl"), "-s", "-o", "/dev/null", "-w", "%{http_code}\n", *args],
-                          capture_output=True, text=True, timeout=30, check=True)
+    """curl printing one status code per URL (bodies discarded)."""
+    argv = [need("curl"), "-s", "-w", "%{http_code}\n"]
+    for a in args:
+        argv += ["-o", "/dev/null", a] if a.startswith("http") else [a]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)

@@ -1,0 +1,255 @@
+"""One HTTP/1.x connection: two message parsers and the request/response stitcher."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from ...model import Direction, Role
+from .head import SKIP, STOP, SYNC_METHODS_B, Message, request_framing, response_framing
+from .parser import MessageParser, _find_request, _find_status
+
+
+@dataclass(slots=True)
+class Http1Record:
+    """One request and its response, as seen on the wire (no body content)."""
+
+    method: str
+    target: str
+    request_version: str
+    request_headers: dict[str, str]
+    status: int | None
+    response_version: str | None
+    response_headers: dict[str, str]
+    request_body_size: int
+    response_body_size: int
+    start_ns: int
+    end_ns: int
+    partial: str | None = None
+
+
+@dataclass(slots=True)
+class Http1Stats:
+    records: int = 0
+    partial_records: int = 0  # records whose framing was not exact (see Http1Record.partial)
+    gaps: int = 0
+    gap_bytes: int = 0
+    resyncs: int = 0  # message starts found again after lost framing
+    skipped_bytes: int = 0  # bytes dropped while hunting for a message start
+    parse_errors: int = 0
+    oversized_heads: int = 0
+    unmatched_requests: int = 0  # no response seen (closed, or its response was lost)
+    unmatched_responses: int = 0  # no request seen (joined mid-stream, lost request)
+    dropped_requests: int = 0  # pending queue full: oldest request forgotten
+    interim_responses: int = 0  # 1xx before a final response
+    upgrades: int = 0  # 101 or CONNECT tunnel: HTTP/1 parsing stopped
+    internal_errors: int = 0  # a bug caught at the API boundary (also in parse_errors)
+
+
+def looks_like_http1(data: bytes) -> bool:
+    """Whether a stream's first bytes start an HTTP/1.x request or response."""
+    if data[:7] == b"HTTP/1.":
+        return True
+    sp = data.find(b" ", 0, 12)
+    return sp > 0 and bytes(data[:sp]) in SYNC_METHODS_B and len(data) > sp + 1
+
+
+def _is_request_start(data: bytes) -> bool:
+    return not data.startswith(b"HTTP/1.") and looks_like_http1(data)
+
+
+class Http1Connection:
+    """Feeds the two directions of a connection and returns finished records.
+
+    For a SERVER, requests are INGRESS and responses EGRESS; for a CLIENT the reverse.
+    An UNKNOWN role is decided by the first recognisable message start.
+    """
+
+    __slots__ = (
+        "role", "stats", "_max_pending", "_pending", "_req", "_resp", "_dirs", "_out",
+        "_closed", "_suspects",
+    )
+
+    def __init__(
+        self, role: Role = Role.UNKNOWN, *, max_head_bytes: int = 65536, max_pending: int = 64
+    ) -> None:
+        self.role = Role.UNKNOWN
+        self.stats = Http1Stats()
+        self._max_pending = max(1, max_pending)
+        self._pending: deque[Message] = deque()  # requests awaiting a final response, FIFO
+        self._req = MessageParser(
+            True, self.stats, self._on_request_head, _ignore, None, max_head_bytes
+        )
+        self._resp = MessageParser(
+            False, self.stats, self._on_response_head, self._on_response_end,
+            self._on_response_lost, max_head_bytes,
+        )
+        self._dirs: tuple[MessageParser, MessageParser] | None = None  # by Direction
+        self._out: list[Http1Record] = []
+        self._closed = False
+        # Requests at the queue head whose responses may have vanished in a gap.
+        self._suspects = 0
+        if role != Role.UNKNOWN:
+            self._set_role(role)
+
+    # ------------------------------------------------------------------ API
+
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> list[Http1Record]:
+        out: list[Http1Record] = []
+        if self._closed or not data:
+            return out
+        self._out = out
+        try:
+            if type(data) is not bytes:
+                data = bytes(data)
+            dirs = self._dirs
+            if dirs is None:
+                dirs = self._guess_role(direction, data)
+                if dirs is None:
+                    self.stats.skipped_bytes += len(data)
+                    return out
+            parser = dirs[direction]
+            try:
+                parser.feed(data, ts_ns)
+            except Exception:
+                self._internal_error()
+                parser.reset()
+        except Exception:
+            self._internal_error()
+        return out
+
+    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> list[Http1Record]:
+        out: list[Http1Record] = []
+        if self._closed:
+            return out
+        self._out = out
+        try:
+            if nbytes <= 0:
+                return out
+            self.stats.gaps += 1
+            self.stats.gap_bytes += nbytes
+            dirs = self._dirs
+            if dirs is not None:
+                parser = dirs[direction]
+                try:
+                    parser.gap(nbytes, ts_ns)
+                except Exception:
+                    self._internal_error()
+                    parser.reset()
+        except Exception:
+            self._internal_error()
+        return out
+
+    def close(self, ts_ns: int) -> list[Http1Record]:
+        out: list[Http1Record] = []
+        if self._closed:
+            return out
+        self._closed = True
+        self._out = out
+        for parser in (self._resp, self._req):
+            try:
+                parser.close(ts_ns)
+            except Exception:
+                self._internal_error()
+                parser.stop()
+        self.stats.unmatched_requests += len(self._pending)
+        self._pending.clear()
+        return out
+
+    # ------------------------------------------------------------ internals
+
+    def _internal_error(self) -> None:
+        # Never let a parser bug escape into the agent's poll loop.
+        self.stats.parse_errors += 1
+        self.stats.internal_errors += 1
+
+    def _set_role(self, role: Role) -> None:
+        self.role = role
+        if role == Role.SERVER:
+            self._dirs = (self._req, self._resp)  # INGRESS=0 carries requests
+        else:
+            self._dirs = (self._resp, self._req)
+
+    def _guess_role(
+        self, direction: Direction, data: bytes
+    ) -> tuple[MessageParser, MessageParser] | None:
+        start = data.lstrip(b"\r\n")
+        if looks_like_http1(start):
+            is_request = _is_request_start(start)
+        else:
+            # Joined mid-stream: the earliest message start further in decides.
+            r = _find_request(data, 0, 0, True)
+            s = _find_status(data, 0, True)
+            if r < 0 and s < 0:
+                return None
+            is_request = s < 0 or 0 <= r < s
+        reads = direction == Direction.INGRESS
+        self._set_role(Role.SERVER if reads == is_request else Role.CLIENT)
+        return self._dirs
+
+    def _on_request_head(self, req: Message) -> int:
+        # Non-pipelined traffic: a new request means a response that lost its
+        # framing is over, and requests whose responses fell into a gap never get one.
+        self._resp.abandon()
+        pending = self._pending
+        if self._suspects:
+            for _ in range(min(self._suspects, len(pending))):
+                pending.popleft()
+                self.stats.unmatched_requests += 1
+            self._suspects = 0
+        if len(pending) >= self._max_pending:
+            pending.popleft()
+            self.stats.dropped_requests += 1
+        pending.append(req)
+        return request_framing(req)
+
+    def _on_response_head(self, resp: Message) -> int:
+        status = resp.status
+        pending = self._pending
+        if status < 200 and status != 101:
+            # Interim (100 Continue, 103 Early Hints): the final response follows.
+            self.stats.interim_responses += 1
+            return response_framing(resp, None)
+        if pending:
+            req = resp.peer = pending.popleft()
+            if self._suspects:
+                self._suspects -= 1
+        else:
+            # Joined mid-stream or the request was lost: count it, emit nothing. Its
+            # body length depends on the unknown request (HEAD?), so resync instead.
+            self.stats.unmatched_responses += 1
+            return STOP if status == 101 else SKIP
+        return response_framing(resp, req)
+
+    def _on_response_end(self, resp: Message) -> None:
+        status = resp.status
+        if status < 200 and status != 101:
+            return
+        req = resp.peer
+        resp.peer = None
+        if status == 101 or (req is not None and req.method == "CONNECT" and status < 300):
+            # The connection now speaks another protocol (or is a tunnel).
+            self.stats.upgrades += 1
+            self._req.stop()
+            self._resp.stop()
+        if req is None:
+            return
+        partial = resp.partial or req.partial
+        self._out.append(
+            Http1Record(
+                req.method, req.target, req.version, req.headers,
+                status, resp.version, resp.headers,
+                req.body_size, resp.body_size,
+                req.start_ns, max(resp.end_ns, req.start_ns), partial,
+            )
+        )
+        self.stats.records += 1
+        if partial is not None:
+            self.stats.partial_records += 1
+
+    def _on_response_lost(self) -> None:
+        self._suspects = len(self._pending)
+
+
+def _ignore(msg: Message) -> None:
+    """Request ends need no action: requests are queued when their head is known."""

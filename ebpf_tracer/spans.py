@@ -1,0 +1,173 @@
+"""Records to neutral Spans, with the stable OpenTelemetry HTTP semantic conventions.
+
+Only the headers named by the conventions (Host, User-Agent, Content-Length) are
+read; no other header value (Authorization, Cookie, ...) ever reaches a span.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .model import AttrValue, ConnMeta, Resource, Role, Span, SpanKind, StatusCode
+from .protocols.http1 import Http1Record
+from .protocols.http1.head import KNOWN_METHODS
+
+_DEFAULT_PORT = {"http": 80, "https": 443}
+# Query keys whose values the conventions say to redact (signed URLs).
+_SENSITIVE_QUERY_KEYS = frozenset({"AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"})
+
+
+def http1_span(
+    record: Http1Record, conn: ConnMeta, resource: Resource, *, clock_offset_ns: int = 0
+) -> Span:
+    """Build the span of one HTTP/1 exchange. An UNKNOWN role is treated as SERVER."""
+    client = conn.role == Role.CLIENT
+    attrs: dict[str, AttrValue] = {}
+
+    method = record.method
+    if method in KNOWN_METHODS:
+        attrs["http.request.method"] = method
+        name = method
+    else:
+        attrs["http.request.method"] = "_OTHER"
+        attrs["http.request.method_original"] = method
+        name = "HTTP"
+
+    scheme = "https" if conn.tls else "http"
+    path, query, uri_host, uri_port = _split_target(record.target)
+    if uri_host is not None and "://" in record.target:
+        scheme = record.target.split("://", 1)[0].lower() or scheme
+    attrs["url.scheme"] = scheme
+    if path is not None:
+        attrs["url.path"] = path
+    if query:
+        query = _redact_query(query)
+        attrs["url.query"] = query
+
+    # The origin: absolute-form target, else Host, else the socket's address.
+    host_header = record.request_headers.get("host")
+    if uri_host is not None:
+        host, port = uri_host, uri_port
+    elif host_header:
+        host, port = _split_host(host_header)
+    else:
+        host, port = None, None
+    if host:
+        explicit_port = port
+        if port is None:
+            port = _DEFAULT_PORT.get(scheme)
+    else:
+        host, port = (conn.peer_addr, conn.peer_port) if client else (
+            conn.local_addr, conn.local_port)
+        explicit_port = port
+    if host:
+        attrs["server.address"] = host
+    if port is not None:
+        attrs["server.port"] = port
+
+    if client:
+        if host and path is not None:
+            attrs["url.full"] = _url_full(scheme, host, explicit_port, path, query)
+    else:
+        if conn.peer_addr:
+            attrs["client.address"] = conn.peer_addr
+        if conn.peer_port is not None:
+            attrs["client.port"] = conn.peer_port
+    if conn.peer_addr:
+        attrs["network.peer.address"] = conn.peer_addr
+    if conn.peer_port is not None:
+        attrs["network.peer.port"] = conn.peer_port
+    attrs["network.protocol.version"] = record.request_version
+
+    status = record.status
+    if status is not None:
+        attrs["http.response.status_code"] = status
+    if record.request_body_size > 0 or "content-length" in record.request_headers:
+        attrs["http.request.body.size"] = record.request_body_size
+    if record.response_body_size > 0 or (
+        "content-length" in record.response_headers and _response_has_body(method, status)
+    ):
+        attrs["http.response.body.size"] = record.response_body_size
+    ua = record.request_headers.get("user-agent")
+    if ua:
+        attrs["user_agent.original"] = ua
+    if record.partial:
+        attrs["ebpf_tracer.partial"] = record.partial
+
+    status_code = StatusCode.UNSET
+    if status is not None and status >= (400 if client else 500):
+        status_code = StatusCode.ERROR
+        attrs["error.type"] = str(status)
+
+    return Span(
+        name=name,
+        kind=SpanKind.CLIENT if client else SpanKind.SERVER,
+        start_time_ns=record.start_ns + clock_offset_ns,
+        end_time_ns=record.end_ns + clock_offset_ns,
+        resource=resource,
+        attributes=attrs,
+        status_code=status_code,
+    )
+
+
+def _split_target(target: str) -> tuple[str | None, str, str | None, int | None]:
+    """(path, query, host, port) of a request-target in any of its four forms."""
+    if target.startswith("/"):  # origin-form, the common case
+        path, _, query = target.partition("?")
+        return path, query, None, None
+    if target == "*":  # asterisk-form (OPTIONS *)
+        return None, "", None, None
+    if "://" in target:  # absolute-form (to proxies)
+        try:
+            parts = urlsplit(target)
+            host = parts.hostname
+            port = parts.port
+        except ValueError:
+            return None, "", None, None
+        return parts.path or "/", parts.query, host, port
+    host, port = _split_host(target)  # authority-form (CONNECT)
+    return None, "", host or None, port
+
+
+def _split_host(value: str) -> tuple[str, int | None]:
+    """Host and port of a Host header or authority ("h", "h:80", "[::1]:80")."""
+    value = value.strip()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return value, None
+        host, rest = value[1:end], value[end + 1 :]
+        port = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    else:
+        host, port = value, ""
+    if port.isascii() and port.isdigit() and len(port) <= 5:
+        return host, int(port)
+    return host, None
+
+
+def _url_full(scheme: str, host: str, port: int | None, path: str, query: str) -> str:
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != _DEFAULT_PORT.get(scheme):
+        host = f"{host}:{port}"
+    url = f"{scheme}://{host}{path}"
+    return f"{url}?{query}" if query else url
+
+
+def _redact_query(query: str) -> str:
+    if "ig" not in query and "AWSAccessKeyId" not in query:
+        return query  # none of the sensitive keys can be present
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        key, sep, _ = part.partition("=")
+        if sep and key in _SENSITIVE_QUERY_KEYS:
+            parts[i] = key + "=REDACTED"
+    return "&".join(parts)
+
+
+def _response_has_body(method: str, status: int | None) -> bool:
+    if status is None or status < 200 or status in (204, 304):
+        return False
+    return method != "HEAD"
