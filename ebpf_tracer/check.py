@@ -11,7 +11,8 @@ REQUIRED_TRACEPOINTS = (
     "syscalls/sys_enter_read", "syscalls/sys_exit_read", "syscalls/sys_enter_write",
     "syscalls/sys_enter_accept4", "syscalls/sys_enter_connect", "syscalls/sys_enter_close",
     "syscalls/sys_enter_sendmsg", "syscalls/sys_enter_recvmsg", "syscalls/sys_enter_writev",
-    "syscalls/sys_enter_sendfile64", "sched/sched_process_fork", "sched/sched_process_exit", "sched/sched_process_exec",
+    "syscalls/sys_enter_sendfile64", "sched/sched_process_fork", "sched/sched_process_exit",
+    "sched/sched_process_exec",
 )
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     RUN = "run"  # every process on the host
     ATTACH = "attach"  # given PIDs and their descendants
     EXEC = "exec"  # a launched command and its descendants

@@ -41,7 +41,8 @@ def client_script(port: int) -> str:
             f"{q} {base}/",
             f"{q} '{base}/api/products?page=2'",
             f"{q} {base}/api/slow",
-            f"{q} -X POST -H 'Content-Type: application/json' -d '{{\"item\":1}}' {base}/api/orders",
+            f"{q} -X POST -H 'Content-Type: application/json' -d '{{\"item\":1}}' "
+            f"{base}/api/orders",
             f"{q} {base}/missing",
         ])
     return (f"{sys.executable} -c \"import urllib.request as u; "

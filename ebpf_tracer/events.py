@@ -15,7 +15,10 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-BPF_DIR = Path(os.environ.get("EBPF_TRACER_BPF_DIR") or Path(__file__).resolve().parent.parent / "bpf")
+# bpf/ sits beside the package in a checkout; an image may put it elsewhere.
+BPF_DIR = Path(
+    os.environ.get("EBPF_TRACER_BPF_DIR") or Path(__file__).resolve().parent.parent / "bpf"
+)
 HEADER = BPF_DIR / "include" / "events.h"
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import TRACER, curl, need, wait_port
+from tests.e2e.conftest import TRACER, curl, need
 
 SERVER, CLIENT = 2, 3
 
@@ -33,7 +33,7 @@ def of_pid(receiver, pid: int, count: int, timeout: float = 20.0) -> list:
 
 def settle(receiver, pid: int, count: int) -> list:
     """Spans of `pid` once `count` arrived and nothing more came for a moment."""
-    spans = of_pid(receiver, pid, count)
+    of_pid(receiver, pid, count)
     time.sleep(1.0)
     return of_pid(receiver, pid, count)
 

@@ -390,7 +390,7 @@ class MessageParser:
     def _sync(self, data: bytes, pos: int, ts: int, buflen: int) -> int:
         n = len(data)
         # A read or write usually starts a message, so a chunk start counts as a line start.
-        line_start = pos == 0 or data[pos - 1] == 10
+        line_start = pos == 0 or pos == buflen or data[pos - 1] == 10
         boundary = buflen if buflen > pos else -1  # where this chunk starts, after _buf
         if self.is_request:
             scan = self._scan if (pos == 0 and buflen) else pos
