@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ...model import Direction, Role
 from .head import SKIP, STOP, SYNC_METHODS_B, Message, request_framing, response_framing
-from .parser import MessageParser, _find_request, _find_status
+from .parser import MessageParser, find_request_start, find_status_start
 
 
 @dataclass(slots=True)
@@ -178,8 +178,8 @@ class Http1Connection:
             is_request = _is_request_start(start)
         else:
             # Joined mid-stream: the earliest message start further in decides.
-            r = _find_request(data, 0, 0, True)
-            s = _find_status(data, 0, True)
+            r = find_request_start(data, 0, 0, True)
+            s = find_status_start(data, 0, True)
             if r < 0 and s < 0:
                 return None
             is_request = s < 0 or 0 <= r < s

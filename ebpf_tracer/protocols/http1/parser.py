@@ -394,9 +394,9 @@ class MessageParser:
         boundary = buflen if buflen > pos else -1  # where this chunk starts, after _buf
         if self.is_request:
             scan = self._scan if (pos == 0 and buflen) else pos
-            found = _find_request(data, pos, scan, line_start, boundary)
+            found = find_request_start(data, pos, scan, line_start, boundary)
         else:
-            found = _find_status(data, pos, line_start, boundary)
+            found = find_status_start(data, pos, line_start, boundary)
         msg = self._msg
         if found >= 0:
             if msg is not None:
@@ -466,7 +466,9 @@ class MessageParser:
         self._scan = 0
 
 
-def _find_request(data: bytes, pos: int, scan: int, line_start: bool, boundary: int = -1) -> int:
+def find_request_start(
+    data: bytes, pos: int, scan: int, line_start: bool, boundary: int = -1
+) -> int:
     """Offset of the first request line at or after pos, or -1.
 
     It must begin a line (or at ``boundary``, where a read began).
@@ -485,7 +487,7 @@ def _find_request(data: bytes, pos: int, scan: int, line_start: bool, boundary: 
         i = idx + 1
 
 
-def _find_status(data: bytes, pos: int, line_start: bool, boundary: int = -1) -> int:
+def find_status_start(data: bytes, pos: int, line_start: bool, boundary: int = -1) -> int:
     """Offset of the first status line at or after pos, or -1 (same rule as requests)."""
     i = pos
     while True:
