@@ -17,10 +17,14 @@ from . import events, own_sockets
 from .config import Config, Mode
 from .conn.manager import ConnManager, Emitted
 from .conn.sockets import SocketTable
+from .errors import TracerError
 from .export import make_exporter
 from .export.batcher import BatchSpanProcessor
+from .export.config import BspConfig
 from .loader import LoaderConfig, Probes
+from .metrics import ParserTotals, snapshot
 from .resources import ResourceCache
+from .selection import SelectionConfig, Selector, State
 from .spans import http1_span
 
 log = logging.getLogger(__name__)
@@ -60,21 +64,40 @@ def descendants(pids: list[int]) -> set[int]:
 class Agent:
     def __init__(self, cfg: Config, exporter=None) -> None:  # noqa: ANN001
         self.cfg = cfg
-        self._exporter = exporter or make_exporter(cfg.exporter, output=cfg.output)
-        self.batcher = BatchSpanProcessor(self._exporter, schedule_delay_s=cfg.batch_delay_s)
-        self.resources = ResourceCache()
+        self._exporter = exporter or make_exporter(cfg.exporter, output=cfg.output,
+                                                   settings=cfg.export_settings)
+        bsp = cfg.bsp or BspConfig(schedule_delay_s=cfg.batch_delay_s)
+        self.batcher = BatchSpanProcessor(
+            self._exporter,
+            max_queue_size=bsp.max_queue_size,
+            max_export_batch_size=bsp.max_export_batch_size,
+            schedule_delay_s=bsp.schedule_delay_s,
+            export_timeout_s=bsp.export_timeout_s,
+        )
         self.probes: Probes | None = None
         self._sockets = SocketTable()
+        self.pod_watcher = None
+        self._pod_store = None
+        self._k8s_node: str | None = None
+        self.resources = self._make_resources(cfg)
+        # run mode only: which processes are reported (None: all but the agent).
+        self.selector: Selector | None = None
+        sel = cfg.selection
+        if cfg.mode is Mode.RUN and isinstance(sel, SelectionConfig) and sel:
+            self.selector = Selector(sel, self.resources, socket_lookup=self._sockets.lookup)
         # Only in run mode can the receiving end of our own exports be traced.
         self._check_own = cfg.mode is Mode.RUN
         self._own_ports: set[int] = set()
         self._own_ports_at = 0.0
         self.own_traffic_dropped = 0
+        # Parse failures of finished connections, for metrics (see metrics.ParserTotals).
+        self.parse_totals = ParserTotals()
         self.conns = ConnManager(
             max_conns=cfg.max_conns,
             idle_timeout_ns=int(cfg.idle_timeout_s * 1e9),
             sockets=self._sockets,
             on_not_socket=self._not_socket,
+            parser_factory=self.parse_totals.parser_factory,
         )
         # Kernel timestamps are CLOCK_MONOTONIC; spans want the epoch.
         self.clock_offset_ns = time.time_ns() - time.monotonic_ns()
@@ -83,6 +106,10 @@ class Agent:
         self.events_seen = 0
         self.decode_errors = 0
         self.http2_events = 0
+        # Spans with a field the traffic did not tell (metrics: spans_unknown_fields).
+        self.spans_unknown_status = 0  # no response seen
+        self.spans_unknown_peer = 0  # peer address unresolved
+        self.spans_partial = 0  # framing not exact (lost bytes, truncated)
         self._stop = False
 
     # -- setup ---------------------------------------------------------------
@@ -99,6 +126,8 @@ class Agent:
         )
         if self.cfg.mode is not Mode.RUN:
             self.add_pids(self.cfg.pids)
+        if self._pod_store is not None:
+            self._start_pod_watcher()  # async: spans carry pod attributes once known
         # Warm the address resolver (imports pyroute2, first dump) so the first
         # connections are resolved before short-lived ones close.
         self._sockets.refresh()
@@ -106,6 +135,29 @@ class Agent:
         if self.cfg.ready_file:
             Path(self.cfg.ready_file).write_text(f"{os.getpid()}\n")
         log.info("tracing (%s mode)", self.cfg.mode.value)
+
+    def _make_resources(self, cfg: Config) -> ResourceCache:
+        """Pod metadata joins the /proc attributes only when running in a cluster."""
+        from .k8s import PodStore, in_cluster
+
+        use_k8s = cfg.k8s if cfg.k8s is not None else in_cluster()
+        sel = cfg.selection
+        if not use_k8s:
+            if isinstance(sel, SelectionConfig) and sel.needs_pods:
+                raise TracerError("selecting by Kubernetes namespace or pod label needs pod "
+                                  "metadata: run in a cluster or pass --k8s")
+            return ResourceCache()
+        self._pod_store = PodStore()
+        self._k8s_node = cfg.k8s_node_name
+        return ResourceCache(pods=self._pod_store)
+
+    def _start_pod_watcher(self) -> None:
+        from .k8s import start_watcher
+
+        try:
+            self.pod_watcher = start_watcher(self._k8s_node, self._pod_store)
+        except ValueError as e:
+            raise TracerError(str(e)) from None
 
     def add_pids(self, pids: list[int]) -> None:
         assert self.probes is not None
@@ -123,26 +175,42 @@ class Agent:
         try:
             self.events_seen += 1
             (etype, direction, role, flags, pid, _tid, fd, gen, ts, pos, length,
-             copied) = _HDR.unpack_from(buf, 0)
+             copied, tail, _) = _HDR.unpack_from(buf, 0)
             if etype == _DATA:
                 if flags & events.EVF_HTTP2:
                     self.http2_events += 1  # HTTP/2 parsing lands with its own issue
                     return
-                data = bytes(buf[_HDR_SIZE : _HDR_SIZE + copied])
-                out = self.conns.on_data(pid, fd, gen, role, direction, pos, length, data, ts)
+                if self.selector is not None and self.selector.state(pid) is State.NO:
+                    self._not_socket(pid, fd)  # excluded (e.g. a connection older than us)
+                    return
+                end = _HDR_SIZE + copied
+                if tail:
+                    head = bytes(buf[_HDR_SIZE : end - tail])
+                    last = bytes(buf[end - tail : end])
+                else:
+                    head, last = bytes(buf[_HDR_SIZE:end]), b""
+                out = self.conns.on_data(pid, fd, gen, role, direction, pos, length, head, ts,
+                                         last)
             elif etype == _OPEN:
                 info = events.decode_open(buf)
                 comm = info.comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+                if self.selector is not None and self.selector.state(pid, comm) is State.NO:
+                    self._not_socket(pid, fd)  # excluded: the kernel stops copying it
+                    return
                 self.resources.get(pid, comm)  # read /proc while the process lives
                 out = self.conns.on_open(pid, fd, gen, role, ts, info)
             elif etype == _CLOSE:
                 out = self.conns.on_close(pid, fd, gen, ts)
             elif etype == _EXEC:
                 self.resources.forget(pid)  # a new program: read /proc again
+                if self.selector is not None:
+                    self.selector.forget(pid)
                 return
             elif etype == _EXIT:
                 out = self.conns.on_process_exit(pid, ts)
                 self.resources.forget(pid)
+                if self.selector is not None:
+                    self.selector.forget(pid)
             else:
                 self.decode_errors += 1
                 return
@@ -157,15 +225,16 @@ class Agent:
         port = meta.peer_port
         if port is None or meta.role != 2:
             return False
-        if port in self._own_ports:
+        # Noted by our transports at connect time (cheap, always current)...
+        if port in self._own_ports or own_sockets.has(port):
             return True
+        # ...plus whatever we hold open that we cannot hook (grpcio's sockets):
+        # a dump of our own fds, at most five times a second.
         now = time.monotonic()
         if now - self._own_ports_at < 0.2:
             return False
-        # Noted by our transports at connect time, plus whatever we hold open
-        # (e.g. grpcio's sockets, which we cannot hook).
         self._own_ports_at = now
-        self._own_ports = own_sockets.ports() | self._sockets.own_ports()
+        self._own_ports = self._sockets.own_ports()
         return port in self._own_ports
 
     def _emit(self, out: Emitted) -> None:
@@ -173,10 +242,19 @@ class Agent:
             if self._check_own and self._is_own_traffic(meta):
                 self.own_traffic_dropped += 1
                 continue
+            if self.selector is not None and not self.selector.allows(meta):
+                continue
             span = http1_span(rec, meta, self.resources.get(meta.pid),
                               clock_offset_ns=self.clock_offset_ns)
             self.spans_produced += 1
+            if rec.status is None or rec.partial or meta.peer_addr is None:
+                self._count_unknown(rec, meta)
             self.batcher.on_end(span)
+
+    def _count_unknown(self, rec, meta) -> None:  # noqa: ANN001
+        self.spans_unknown_status += rec.status is None
+        self.spans_unknown_peer += meta.peer_addr is None
+        self.spans_partial += rec.partial is not None
 
     # -- loop ------------------------------------------------------------------
 
@@ -198,7 +276,8 @@ class Agent:
                 break
             if now - last_stats >= self.cfg.stats_interval_s:
                 last_stats = now
-                log.debug("stats %s", self.stats())
+                log.debug("stats %s", snapshot(self).describe())
+                log.debug("agent %s", self.stats())
 
     def stats(self) -> dict[str, int]:
         s: dict[str, int] = {
@@ -208,21 +287,36 @@ class Agent:
             "http2_events_ignored": self.http2_events,
             "own_traffic_dropped": self.own_traffic_dropped,
             "connections_tracked": len(self.conns),
+            "processes_cached": len(self.resources),
+            "parse_failures_record": self.decode_errors,
+            "parse_failures_http1": self.parse_totals.parse_errors,
+            "spans_unknown_status_code": self.spans_unknown_status,
+            "spans_unknown_peer_address": self.spans_unknown_peer,
+            "spans_unknown_framing": self.spans_partial,
         }
+        if self.selector is not None:
+            s["selection_cached"] = len(self.selector)
+            s["selection_excluded_spans"] = self.selector.excluded_spans
+        if self._pod_store is not None:
+            s["k8s_pods"] = len(self._pod_store)
+            s["k8s_resources_rebuilt"] = self.resources.rebuilt
         if self.probes:
             s.update({f"kernel_{k}": v for k, v in self.probes.counters().items()})
         for k, v in dataclasses.asdict(self.conns.stats).items():
             s[f"conn_{k}"] = v
         return s
 
-    def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Drain the ring buffer, flush open connections and spans, detach."""
+    def shutdown(self, timeout_s: float | None = None) -> None:
+        """Drain the ring buffer, flush open connections and spans (within
+        ``timeout_s``, default OTEL_BSP_EXPORT_TIMEOUT), detach."""
         if self.probes:
             try:
                 self.probes.poll(0)
             except Exception:  # noqa: BLE001 - detaching matters more
                 pass
         self._emit(self.conns.flush_all(time.monotonic_ns()))
+        if self.pod_watcher is not None:
+            self.pod_watcher.stop()
         self.batcher.shutdown(timeout_s)
         if self.probes:
             self.probes.close()

@@ -52,12 +52,12 @@ EVF_EXISTING = C["EVF_EXISTING"]
 EVF_HTTP2 = C["EVF_HTTP2"]
 
 # struct event_hdr: type, direction, role, flags, pid, tid, fd, generation,
-# ts_ns, pos, len, copied.
-HDR = struct.Struct("<BBBBIIiQQQII")
+# ts_ns, pos, len, copied, tail, _reserved.
+HDR = struct.Struct("<BBBBIIiQQQIIII")
 # struct open_info: family, peer_port, listen_fd, peer_addr[16], comm[16].
 OPEN_INFO = struct.Struct("<HHi16s16s")
 
-assert HDR.size == 48 and OPEN_INFO.size == 40
+assert HDR.size == 56 and OPEN_INFO.size == 40
 
 
 @dataclass(slots=True)

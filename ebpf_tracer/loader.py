@@ -20,6 +20,7 @@ COUNTER_NAMES = ("ringbuf_lost", "data_events", "conns_opened", "bytes_not_copie
 @dataclass(slots=True)
 class LoaderConfig:
     max_copy: int = 2048
+    tail_copy: int = 256
     ringbuf_pages: int = 4096  # 16 MiB
     max_conns: int = 65536
     trace_all: bool = False
@@ -46,8 +47,8 @@ def import_bcc():  # noqa: ANN201 - bcc has no types
 
 
 def _check_max_copy(n: int) -> None:
-    if n < 64 or n > 16384 or n & (n - 1):
-        raise TracerError(f"--max-copy must be a power of two between 64 and 16384, got {n}")
+    if n < 256 or n > 16384 or n & (n - 1):
+        raise TracerError(f"--max-copy must be a power of two between 256 and 16384, got {n}")
 
 
 class Probes:
@@ -66,6 +67,7 @@ class Probes:
         cflags = [
             f"-I{events.BPF_DIR / 'include'}",
             f"-DMAX_COPY={cfg.max_copy}",
+            f"-DTAIL_COPY={cfg.tail_copy}",
             f"-DRINGBUF_PAGES={cfg.ringbuf_pages}",
             f"-DMAX_CONNS={cfg.max_conns}",
             f"-DAGENT_PID={cfg.agent_pid or os.getpid()}",
@@ -81,6 +83,9 @@ class Probes:
                 f"could not load the eBPF programs: {e}. Run `ebpf-tracer check` to see what "
                 "this machine is missing"
             ) from None
+        # The data path is one program every exit tracepoint tail-calls.
+        fn = self.bpf.load_func(b"process_data", bcc.BPF.TRACEPOINT)
+        self.bpf[b"data_prog"][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
         self._traced = self.bpf[b"traced_pids"]
         self._counters = self.bpf[b"counters"]
         self._conns = self.bpf[b"conns"]

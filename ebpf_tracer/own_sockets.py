@@ -33,6 +33,10 @@ def note(sock: socket.socket | None) -> None:
                     del _ports[p]
 
 
+def has(port: int) -> bool:
+    return port in _ports
+
+
 def ports() -> set[int]:
     with _lock:
         return set(_ports)

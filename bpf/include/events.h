@@ -46,8 +46,10 @@ struct event_hdr {
     __u64 ts_ns;      /* CLOCK_MONOTONIC at syscall exit */
     __u64 pos;        /* byte position of the first byte in this direction */
     __u32 len;        /* true byte count of the syscall */
-    __u32 copied;     /* payload bytes that follow this header */
-}; /* 48 bytes */
+    __u32 copied;     /* payload bytes that follow this header (head + tail) */
+    __u32 tail;       /* of which the last `tail` are the syscall's last bytes */
+    __u32 _reserved;
+}; /* 56 bytes */
 
 /* EVT_OPEN: the header then this. Addresses in network byte order. */
 struct open_info {

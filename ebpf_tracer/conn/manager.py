@@ -49,8 +49,12 @@ class ConnManager:
         self._sockets = sockets or SocketTable()
         self._on_not_socket = on_not_socket
         self._parser_factory = parser_factory
-        self._listen_addrs: dict[tuple[int, int], tuple[str, int] | None] = {}
+        # pid -> listening fd -> address: dropped whole when the process exits.
+        self._listen_addrs: dict[int, dict[int, tuple[str, int] | None]] = {}
         self._pending: Emitted = []  # records flushed by evictions inside _new()
+        # Pids that may own trackers: most exits (shells, short commands) own
+        # none, and then need no scan of every connection.
+        self._pids: set[int] = set()
         self.stats = ConnStats()
 
     def __len__(self) -> int:
@@ -64,6 +68,10 @@ class ConnManager:
     def _new(self, pid: int, fd: int, generation: int, role: Role, ts_ns: int) -> ConnTracker:
         t = ConnTracker(ConnMeta(pid, fd, generation, role), self._parser_factory(role), ts_ns)
         self._conns[(pid, fd)] = t
+        if pid not in self._pids:
+            if len(self._pids) >= self._max:  # exits missed: recount
+                self._pids = {k[0] for k in self._conns}
+            self._pids.add(pid)
         self.stats.opened += 1
         if len(self._conns) > self._max:
             _, old = self._conns.popitem(last=False)
@@ -95,7 +103,8 @@ class ConnManager:
         return self._take_pending(out)
 
     def on_data(self, pid: int, fd: int, generation: int, role: int, direction: int,
-                pos: int, length: int, data: bytes, ts_ns: int) -> Emitted:
+                pos: int, length: int, data: bytes, ts_ns: int, tail: bytes = b"") -> Emitted:
+        """One syscall: `data` from its start, `tail` from its end, the rest a gap."""
         out: Emitted = []
         key = (pid, fd)
         t = self._conns.get(key)
@@ -108,7 +117,7 @@ class ConnManager:
                 return self._take_pending(out)
         else:
             self._conns.move_to_end(key)
-        recs = t.on_data(Direction(direction), pos, length, data, ts_ns)
+        recs = t.on_data(Direction(direction), pos, length, data, ts_ns, tail)
         if t.meta.role is Role.UNKNOWN and t.parser.role is not Role.UNKNOWN:
             t.meta.role = t.parser.role
         out += [(t.meta, r) for r in recs]
@@ -124,9 +133,12 @@ class ConnManager:
 
     def on_process_exit(self, pid: int, ts_ns: int) -> Emitted:
         out: Emitted = []
+        self._listen_addrs.pop(pid, None)
+        if pid not in self._pids:
+            return out
+        self._pids.discard(pid)
         for key in [k for k in self._conns if k[0] == pid]:
             out += self._flush(self._conns.pop(key), ts_ns)
-        self._listen_addrs = {k: v for k, v in self._listen_addrs.items() if k[0] != pid}
         return out
 
     def expire(self, now_ns: int) -> Emitted:
@@ -160,14 +172,18 @@ class ConnManager:
     def _listen_addr(self, pid: int, listen_fd: int) -> tuple[str, int] | None:
         if listen_fd < 0:
             return None
-        key = (pid, listen_fd)
-        if key not in self._listen_addrs:
+        per_pid = self._listen_addrs.get(pid)
+        if per_pid is None:
+            if len(self._listen_addrs) >= self._max:  # exits missed: drop the oldest
+                self._listen_addrs.pop(next(iter(self._listen_addrs)))
+            per_pid = self._listen_addrs[pid] = {}
+        if listen_fd not in per_pid:
             try:
                 a = addresses_of(pid, listen_fd) or self._sockets.lookup_fd(pid, listen_fd)
             except NotTcp:
                 a = None
-            self._listen_addrs[key] = (a.local_addr, a.local_port) if a else None
-        return self._listen_addrs[key]
+            per_pid[listen_fd] = (a.local_addr, a.local_port) if a else None
+        return per_pid[listen_fd]
 
     def _resolve(self, t: ConnTracker) -> bool:
         """Fill addresses the syscalls did not give; False if not a TCP socket."""

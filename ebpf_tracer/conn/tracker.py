@@ -25,9 +25,14 @@ class ConnTracker:
     gaps: int = 0
 
     def on_data(
-        self, direction: Direction, pos: int, length: int, data: bytes, ts_ns: int
+        self, direction: Direction, pos: int, length: int, data: bytes, ts_ns: int,
+        tail: bytes = b"",
     ) -> list[Http1Record]:
-        """Feed one syscall's bytes; missing bytes before or after become gaps."""
+        """Feed one syscall's bytes; missing bytes before or after become gaps.
+
+        `data` is the syscall's first bytes and `tail` its last ones; what lies
+        between was not copied and is a gap of known size.
+        """
         self.last_seen_ns = ts_ns
         sp = self.pos[direction]
         out: list[Http1Record] = []
@@ -38,8 +43,11 @@ class ConnTracker:
         sp.expected = pos + length
         if data:
             out += self.parser.feed(direction, data, ts_ns)
-        if length > len(data):
-            out += self.parser.gap(direction, length - len(data), ts_ns)
+        missing = length - len(data) - len(tail)
+        if missing > 0:
+            out += self.parser.gap(direction, missing, ts_ns)
+        if tail:
+            out += self.parser.feed(direction, tail, ts_ns)
         return out
 
     def on_close(self, ts_ns: int) -> list[Http1Record]:

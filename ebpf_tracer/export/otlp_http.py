@@ -1,13 +1,16 @@
-"""OTLP/HTTP transport (protobuf body) on http.client, with a kept-alive connection."""
+"""OTLP/HTTP transport (protobuf or JSON body) on http.client, with a kept-alive
+connection."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import http.client
-import logging
+import json
+import socket
 import ssl
-import threading
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from google.protobuf.message import DecodeError
@@ -17,20 +20,18 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from .. import __version__, own_sockets
 from ..model import Span
-from .config import OtlpConfig
-from .encoder import encode_spans
+from .config import PROTOCOL_HTTP_JSON, OtlpConfig
+from .encoder import encode_spans, encode_spans_json
 from .errors import ExportConfigError
+from .otlp_common import OtlpTransport, decode_status
 from .retry import (
     DEFAULT_POLICY,
     RETRYABLE_HTTP_STATUSES,
     SUCCESS,
     Outcome,
     RetryPolicy,
-    call_with_retry,
     parse_retry_after,
 )
-
-log = logging.getLogger(__name__)
 
 USER_AGENT = f"ebpf-tracer/{__version__}"
 # Errors on a kept-alive connection that the server may have closed while idle:
@@ -38,13 +39,15 @@ USER_AGENT = f"ebpf-tracer/{__version__}"
 _STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
-class OtlpHttpExporter:
-    """POSTs ``application/x-protobuf`` ExportTraceServiceRequests to ``config.endpoint``."""
+class OtlpHttpExporter(OtlpTransport):
+    """POSTs ExportTraceServiceRequests to ``config.endpoint``: protobuf
+    (``http/protobuf``) or OTLP/JSON (``http/json``)."""
+
+    name = "OTLP/HTTP"
 
     def __init__(self, config: OtlpConfig, *, retry_policy: RetryPolicy = DEFAULT_POLICY) -> None:
-        self.config = config
-        self.retry_policy = retry_policy
-        self.rejected_spans = 0  # spans the collector refused via partial_success
+        super().__init__(config, retry_policy=retry_policy)
+        self._json = config.protocol == PROTOCOL_HTTP_JSON
         parts = urlsplit(config.endpoint)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "localhost"
@@ -52,7 +55,7 @@ class OtlpHttpExporter:
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._ssl_context = _ssl_context(config) if self._https else None
         self._headers = {
-            "Content-Type": "application/x-protobuf",
+            "Content-Type": "application/json" if self._json else "application/x-protobuf",
             "User-Agent": USER_AGENT,
             **config.headers,
         }
@@ -60,36 +63,21 @@ class OtlpHttpExporter:
         if self._gzip:
             self._headers["Content-Encoding"] = "gzip"
         self._conn: http.client.HTTPConnection | None = None
-        self._lock = threading.Lock()  # one request at a time on the shared connection
-        self._stop = threading.Event()
 
-    def export(self, spans: Sequence[Span]) -> bool:
+    def export(self, spans: Sequence[Span]) -> Outcome:
+        """Called from one thread at a time (the batcher's worker)."""
         if not spans:
-            return True
+            return SUCCESS
         if self._stop.is_set():
-            return False
-        body = encode_spans(spans).SerializeToString()
+            return Outcome(ok=False, detail="exporter shut down", code="shutdown")
+        if self._json:
+            body = json.dumps(encode_spans_json(spans), separators=(",", ":")).encode()
+        else:
+            body = encode_spans(spans).SerializeToString()
         if self._gzip:
             # Level 6 (zlib's default) is several times faster than gzip's 9 for ~the same size.
             body = gzip.compress(body, compresslevel=6, mtime=0)
-
-        with self._lock:
-            result = call_with_retry(
-                lambda timeout_s: self._post(body, timeout_s),
-                timeout_s=self.config.timeout_s,
-                policy=self.retry_policy,
-                wait=self._stop.wait,
-            )
-        if not result.outcome.ok:
-            log.warning(
-                "OTLP/HTTP export of %d spans to %s failed after %d attempt(s): %s",
-                len(spans),
-                self.config.endpoint,
-                result.attempts,
-                result.outcome.detail,
-            )
-            return False
-        return True
+        return self._with_retry(lambda timeout_s: self._post(body, timeout_s), len(spans))
 
     def _post(self, body: bytes, timeout_s: float) -> Outcome:
         for _ in range(2):
@@ -107,52 +95,66 @@ class OtlpHttpExporter:
                 self._close()
                 if reused:
                     continue
-                return Outcome(ok=False, retryable=True, detail=_describe(exc))
+                return Outcome(ok=False, retryable=True, detail=_describe(exc),
+                               code=_error_code(exc))
             except ssl.SSLError as exc:
                 self._close()  # certificate trouble will not fix itself by retrying
-                return Outcome(ok=False, retryable=False, detail=_describe(exc))
+                return Outcome(ok=False, retryable=False, detail=_describe(exc), code="tls")
             except (OSError, http.client.HTTPException) as exc:
                 self._close()  # refused, timed out, unreachable, garbled reply...
-                return Outcome(ok=False, retryable=True, detail=_describe(exc))
+                return Outcome(ok=False, retryable=True, detail=_describe(exc),
+                               code=_error_code(exc))
+            except Exception:
+                self._close()  # never leave a half-used connection behind
+                raise
             if response.will_close:
                 self._close()
             return self._outcome(response, data)
-        return Outcome(ok=False, retryable=True, detail="connection closed by the server")
+        return Outcome(ok=False, retryable=True, detail="connection closed by the server",
+                       code="connection_reset")
 
     def _outcome(self, response: http.client.HTTPResponse, data: bytes) -> Outcome:
         status = response.status
+        content_type = response.getheader("Content-Type", "") or ""
         if 200 <= status < 300:
-            if data:
-                self._note_partial_success(data)
-            return SUCCESS
+            return self._success(data, content_type)
         detail = f"HTTP {status} {response.reason}"
-        hint = _body_hint(data, response.getheader("Content-Type", ""))
-        if hint:
-            detail += f": {hint}"
+        message, delay = _error_body(data, content_type)
+        if message:
+            detail += f": {message}"
+        retry_after = parse_retry_after(response.getheader("Retry-After"))
+        if retry_after is None:
+            retry_after = delay  # RetryInfo inside a google.rpc.Status body
         return Outcome(
             ok=False,
             retryable=status in RETRYABLE_HTTP_STATUSES,
             detail=detail,
-            retry_after_s=parse_retry_after(response.getheader("Retry-After")),
+            retry_after_s=retry_after,
+            code=str(status),
         )
 
-    def _note_partial_success(self, data: bytes) -> None:
+    def _success(self, data: bytes, content_type: str) -> Outcome:
+        if not data:
+            return SUCCESS
+        if "json" in content_type:
+            try:
+                reply = json.loads(data)
+                partial = reply.get("partialSuccess") or {}
+                rejected = int(partial.get("rejectedSpans") or 0)
+                message = str(partial.get("errorMessage") or "")
+            except (ValueError, AttributeError, TypeError):
+                return SUCCESS  # not OTLP/JSON (a proxy's page?); the 2xx is what counts
+            return self._partial_success(rejected, message)
         reply = ExportTraceServiceResponse()
         try:
             reply.ParseFromString(data)
         except DecodeError:
-            return  # not protobuf (a proxy's page?); the 2xx is what counts
+            return SUCCESS  # not protobuf; the 2xx is what counts
         if reply.HasField("partial_success"):
-            rejected = reply.partial_success.rejected_spans
-            message = reply.partial_success.error_message
-            if rejected or message:
-                self.rejected_spans += rejected
-                log.warning(
-                    "OTLP/HTTP collector %s rejected %d span(s): %s",
-                    self.config.endpoint,
-                    rejected,
-                    message or "(no message)",
-                )
+            return self._partial_success(
+                reply.partial_success.rejected_spans, reply.partial_success.error_message
+            )
+        return SUCCESS
 
     def _new_connection(self, timeout_s: float) -> http.client.HTTPConnection:
         if self._https:
@@ -189,19 +191,58 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _body_hint(data: bytes, content_type: str) -> str:
-    """A short, printable excerpt of an error body (collectors explain 4xx there)."""
+def _error_code(exc: BaseException) -> str:
+    """A metrics label for a transport error."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection_refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | http.client.RemoteDisconnected):
+        return "connection_reset"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timeout"
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable"
+    if isinstance(exc, http.client.HTTPException):
+        return "bad_response"
+    return "network"
+
+
+def _error_body(data: bytes, content_type: str) -> tuple[str, float | None]:
+    """The server's message (and RetryInfo delay) from an error body: OTLP says it
+    is a google.rpc.Status in the request's encoding; proxies send text or HTML."""
     if not data:
-        return ""
+        return "", None
     if "protobuf" in content_type:
-        # google.rpc.Status: field 2 is the message. Pull printable text rather
-        # than depend on googleapis-common-protos for one log line.
-        text = data.decode("utf-8", "replace")
-        text = "".join(ch for ch in text if ch.isprintable())
-    else:
-        text = data.decode("utf-8", "replace")
-    text = " ".join(text.split())
-    return text[:200]
+        decoded = decode_status(data)
+        if decoded is not None and decoded[0]:
+            return _short(decoded[0]), decoded[1]
+    elif "json" in content_type:
+        try:
+            reply: Any = json.loads(data)
+        except ValueError:
+            reply = None
+        if isinstance(reply, dict) and reply.get("message"):
+            return _short(str(reply["message"])), _json_retry_delay(reply)
+    text = data.decode("utf-8", "replace")
+    return _short("".join(ch for ch in text if ch.isprintable() or ch.isspace())), None
+
+
+def _json_retry_delay(status: dict[str, Any]) -> float | None:
+    """RetryInfo in a JSON google.rpc.Status: {"@type": ".../google.rpc.RetryInfo",
+    "retryDelay": "1.5s"}."""
+    for detail in status.get("details") or ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            delay = str(detail.get("retryDelay", ""))
+            try:
+                return max(float(delay.removesuffix("s")), 0.0)
+            except ValueError:
+                return None
+    return None
+
+
+def _short(text: str) -> str:
+    return " ".join(text.split())[:300]
 
 
 class _NotedHTTPConnection(http.client.HTTPConnection):

@@ -86,10 +86,17 @@ class AgentProc:
     def __init__(self, args: list[str], env: dict[str, str], tmp: Path,
                  stdout: int | None = subprocess.PIPE) -> None:
         self.ready = tmp / f"ready-{time.monotonic_ns()}"
-        self.proc = subprocess.Popen(
-            [str(TRACER), *args[:1], "--ready-file", str(self.ready), *args[1:]],
-            env=env, stdout=stdout, stderr=subprocess.PIPE, text=True,
-        )
+        # stderr goes to a file: a pipe nobody reads until stop() would block
+        # a verbose agent once 64 KiB of logs pile up.
+        self.stderr_path = tmp / f"stderr-{time.monotonic_ns()}"
+        with open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen(
+                [str(TRACER), *args[:1], "--ready-file", str(self.ready), *args[1:]],
+                env=env, stdout=stdout, stderr=err, text=True,
+            )
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -97,16 +104,16 @@ class AgentProc:
             if self.ready.exists():
                 return
             if self.proc.poll() is not None:
-                out, err = self.proc.communicate()
-                raise AssertionError(f"tracer exited {self.proc.returncode}: {err}")
+                self.proc.communicate()
+                raise AssertionError(f"tracer exited {self.proc.returncode}: {self.stderr()}")
             time.sleep(0.05)
         raise AssertionError("tracer never became ready")
 
     def stop(self, timeout: float = 30.0) -> tuple[int, str, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out or "", err or ""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out or "", self.stderr()
 
 
 @pytest.fixture
@@ -225,6 +232,10 @@ const server = http.createServer((req, res) => {
   req.on('data', (c) => { n += c.length; });
   req.on('end', () => {
     if (req.url.startsWith('/missing')) { res.writeHead(404); res.end('no'); return; }
+    if (req.url.startsWith('/bigchunked')) {
+      res.writeHead(200, {'Content-Type': 'text/plain'});
+      res.end('z'.repeat(100000)); return;
+    }
     if (req.url.startsWith('/chunked')) {
       res.writeHead(200, {'Content-Type': 'text/plain'});
       res.write('part one\n'); setTimeout(() => res.end('part two\n'), 5); return;

@@ -43,7 +43,7 @@ def test_sizes_and_offsets_match_the_c_header(tmp_path: Path) -> None:
     assert hdr_size == events.HDR.size
     assert open_size == events.OPEN_INFO.size
     pid, fd, gen, ts, length, copied = map(int, lines[1].split())
-    hdr_fmt = "<BBBBIIiQQQII"
+    hdr_fmt = "<BBBBIIiQQQIIII"
     assert events.HDR.format == hdr_fmt
     assert (pid, fd, gen, ts, length, copied) == (
         struct.calcsize("<BBBB"), struct.calcsize("<BBBBII"), struct.calcsize("<BBBBIIi"),
@@ -62,7 +62,7 @@ def test_constants_come_from_the_header() -> None:
 
 
 def test_decode_header_roundtrip() -> None:
-    raw = events.HDR.pack(1, 0, 2, 0, 10, 11, 5, 99, 123456, 7, 300, 3) + b"GET"
+    raw = events.HDR.pack(1, 0, 2, 0, 10, 11, 5, 99, 123456, 7, 300, 3, 0, 0) + b"GET"
     h = events.decode_header(raw)
-    assert h[0] == events.EventType.DATA and h[4] == 10 and h[-2] == 300
-    assert events.payload(raw, h[-1]) == b"GET"
+    assert h[0] == events.EventType.DATA and h[4] == 10 and h[10] == 300
+    assert events.payload(raw, h[11]) == b"GET"
