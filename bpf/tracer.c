@@ -161,6 +161,38 @@ static __always_inline int http1_start(const __u8 *b, __u32 n) {
     return 0;
 }
 
+/* Does this start like an HTTP/2 frame? For a connection we never saw open
+ * (`existing`) any plausible frame counts; for a new one only the server's
+ * opening SETTINGS (it may write before reading the client's preface).
+ * Returns 4 or 0. */
+static __always_inline int http2_frame_start(const __u8 *b, __u64 total, int existing) {
+    __u32 len = ((__u32)b[0] << 16) | ((__u32)b[1] << 8) | b[2];
+    __u8 type = b[3];
+    __u32 stream = (((__u32)b[5] & 0x7f) << 24) | ((__u32)b[6] << 16) | ((__u32)b[7] << 8) | b[8];
+    if (b[5] & 0x80)
+        return 0; /* reserved bit set */
+    if (len > 16384 || (__u64)len + 9 > total)
+        return 0;
+    if (type == 4) /* SETTINGS: stream 0, whole settings, ACK carries none */
+        return stream == 0 && len % 6 == 0 && (b[4] & ~1) == 0 && !(b[4] & 1 && len) ? 4 : 0;
+    if (!existing)
+        return 0;
+    switch (type) {
+    case 0: /* DATA */
+    case 1: /* HEADERS */
+        return stream != 0 ? 4 : 0;
+    case 3: /* RST_STREAM */
+        return stream != 0 && len == 4 ? 4 : 0;
+    case 6: /* PING */
+        return stream == 0 && len == 8 ? 4 : 0;
+    case 7: /* GOAWAY */
+        return stream == 0 && len >= 8 ? 4 : 0;
+    case 8: /* WINDOW_UPDATE */
+        return len == 4 ? 4 : 0;
+    }
+    return 0;
+}
+
 static __always_inline void fill_hdr(struct event_hdr *h, __u8 type, __u64 id, __s32 fd) {
     h->type = type;
     h->direction = 0;
@@ -453,6 +485,77 @@ int process_data(void *ctx) {
         flags |= EVF_NOCOPY;
     }
 
+    struct conn_key key = {.pid = id >> 32, .fd = a.fd};
+    struct conn_state *st = conns.lookup(&key);
+    struct conn_state fresh = {};
+    int hint = 0;
+    __u32 peeked = 0;
+    if (!st || st->proto == PROTO_UNKNOWN) {
+        /* Decide on a 16-byte peek before copying anything big: traffic that
+         * is not HTTP (files, pipes, other protocols) costs only this. */
+        __u8 peek[16] = {};
+        void *src = (void *)a.ptr;
+        __u64 avail = total;
+        if (iovp) {
+            struct u_iovec first = {};
+            bpf_probe_read_user(&first, sizeof(first), iovp);
+            src = first.base;
+            avail = first.len < total ? first.len : total;
+        }
+        if (src && a.kind != K_SENDFILE && avail >= 9) {
+            peeked = avail >= 16 ? 16 : 9;
+            if (bpf_probe_read_user(peek, peeked == 16 ? 16 : 9, src) != 0)
+                peeked = 0;
+        }
+        if (peeked >= 8)
+            hint = http1_start(peek, peeked);
+        if (!hint && peeked >= 9)
+            hint = http2_frame_start(peek, total, !st);
+    }
+
+    if (!st) {
+        /* An fd we never saw open: a connection from before the tracer, or
+         * not a socket at all. Only HTTP-looking bytes make it a connection;
+         * the agent checks it is a TCP socket. */
+        if (hint == 0)
+            return 0;
+        fresh.generation = bpf_ktime_get_ns();
+        fresh.flags = EVF_EXISTING;
+        if (hint == 3) {
+            fresh.proto = PROTO_HTTP2;
+            fresh.role = a.direction == DIR_INGRESS ? ROLE_SERVER : ROLE_CLIENT;
+        } else if (hint == 4) {
+            /* Mid-connection HTTP/2: the agent decides the role from the
+             * stream ids it sees. */
+            fresh.proto = PROTO_HTTP2;
+            fresh.role = ROLE_UNKNOWN;
+        } else {
+            fresh.proto = PROTO_HTTP1;
+            /* A request read, or a response written, means we serve. */
+            fresh.role = (hint == 1) == (a.direction == DIR_INGRESS) ? ROLE_SERVER : ROLE_CLIENT;
+        }
+        conns.update(&key, &fresh);
+        st = conns.lookup(&key);
+        if (!st)
+            return 0;
+    } else if (st->proto == PROTO_UNKNOWN) {
+        if (hint >= 3) {
+            st->proto = PROTO_HTTP2;
+        } else if (hint) {
+            st->proto = PROTO_HTTP1;
+        } else if (++st->tries >= UNKNOWN_TRIES || peeked >= 8) {
+            /* The first 8+ bytes of a new connection decide. */
+            st->proto = PROTO_NONE;
+            count(4, 1);
+        }
+        if (st->proto != PROTO_HTTP1 && st->proto != PROTO_HTTP2) {
+            st->pos[a.direction & 1] += total;
+            return 0;
+        }
+    } else if (st->proto == PROTO_NONE) {
+        return 0;
+    }
+
     if (a.kind == K_PLAIN) {
         want &= (MAX_COPY * 2 - 1);
         if (want > MAX_COPY)
@@ -478,51 +581,6 @@ int process_data(void *ctx) {
         } else if (iovp) {
             tail = copy_iov_tail(ev, iovp, iovcnt, total, n);
         }
-    }
-
-    struct conn_key key = {.pid = id >> 32, .fd = a.fd};
-    struct conn_state *st = conns.lookup(&key);
-    struct conn_state fresh = {};
-    int hint = 0;
-    if (copied >= 8)
-        hint = http1_start(ev->data, copied);
-
-    if (!st) {
-        /* An fd we never saw open: a connection from before the tracer, or
-         * not a socket at all. Only HTTP-looking bytes make it a connection;
-         * the agent checks it is a TCP socket. */
-        if (hint == 0)
-            return 0;
-        fresh.generation = bpf_ktime_get_ns();
-        fresh.flags = EVF_EXISTING;
-        if (hint == 3) {
-            fresh.proto = PROTO_HTTP2;
-            fresh.role = a.direction == DIR_INGRESS ? ROLE_SERVER : ROLE_CLIENT;
-        } else {
-            fresh.proto = PROTO_HTTP1;
-            /* A request read, or a response written, means we serve. */
-            fresh.role = (hint == 1) == (a.direction == DIR_INGRESS) ? ROLE_SERVER : ROLE_CLIENT;
-        }
-        conns.update(&key, &fresh);
-        st = conns.lookup(&key);
-        if (!st)
-            return 0;
-    } else if (st->proto == PROTO_UNKNOWN) {
-        if (hint == 3) {
-            st->proto = PROTO_HTTP2;
-        } else if (hint) {
-            st->proto = PROTO_HTTP1;
-        } else if (++st->tries >= UNKNOWN_TRIES || copied >= 8) {
-            /* The first 8+ bytes of a new connection decide. */
-            st->proto = PROTO_NONE;
-            count(4, 1);
-        }
-        if (st->proto != PROTO_HTTP1 && st->proto != PROTO_HTTP2) {
-            st->pos[a.direction & 1] += total;
-            return 0;
-        }
-    } else if (st->proto == PROTO_NONE) {
-        return 0;
     }
 
     fill_hdr(&ev->hdr, EVT_DATA, id, a.fd);
