@@ -21,8 +21,7 @@
 _Static_assert(sizeof(struct event_hdr) == EXPECTED_HDR_SIZE, "event_hdr differs from events.py");
 _Static_assert(sizeof(struct open_info) == EXPECTED_OPEN_SIZE, "open_info differs from events.py");
 
-#define IOV_MAX_COPY 8 /* iovecs walked per syscall when copying the head */
-#define IOV_MAX_WALK 12 /* iovecs walked to find the tail */
+#define GATHER_PER_CALL 4 /* iovecs walked per run of the gather program */
 #define UNKNOWN_TRIES 4 /* data syscalls a new connection gets to look like HTTP */
 #define EINPROGRESS 115
 
@@ -115,7 +114,7 @@ BPF_HASH(active_args, __u64, struct args_t, 16384);
 BPF_HASH(active_accept, __u64, struct accept_args, 4096);
 BPF_HASH(active_connect, __u64, struct accept_args, 4096);
 BPF_PERCPU_ARRAY(scratch, struct data_event, 1);
-BPF_PROG_ARRAY(data_prog, 1);
+BPF_PROG_ARRAY(data_prog, 2);
 /* Counters the agent reads: 0 ringbuf drops, 1 data events, 2 conns opened,
  * 3 bytes not copied (beyond MAX_COPY), 4 inference misses. */
 BPF_PERCPU_ARRAY(counters, __u64, 8);
@@ -374,61 +373,33 @@ static __always_inline int stash(__u8 kind, __u8 dir, __s32 fd, __u64 ptr, __u64
     return 0;
 }
 
-/* Copy up to `want` bytes scattered over an iovec array into ev->data. */
-static __always_inline __u32 copy_iov(struct data_event *ev, struct u_iovec *iovp, __u64 iovcnt,
-                                      __u32 want) {
-    __u32 off = 0;
-#pragma unroll
-    for (int i = 0; i < IOV_MAX_COPY; i++) {
-        if (i >= iovcnt || off >= want)
-            break;
-        struct u_iovec iov = {};
-        bpf_probe_read_user(&iov, sizeof(iov), &iovp[i]);
-        __u32 n = want - off;
-        if (iov.len < n)
-            n = iov.len;
-        off &= (MAX_COPY - 1);
-        n &= (MAX_COPY * 2 - 1);
-        if (n > MAX_COPY)
-            n = MAX_COPY;
-        if (n == 0)
-            continue;
-        if (bpf_probe_read_user(&ev->data[off], n, iov.base) != 0)
-            break;
-        off += n;
-    }
-    return off;
-}
+/* An iovec gather in progress (per CPU: tail calls stay on one CPU). */
+struct gather_job {
+    __u64 iovp;
+    __u64 iovcnt;
+    __u64 total;
+    __u64 acc;     /* bytes of the iovecs walked so far */
+    __u32 idx;     /* next iovec */
+    __u32 head_n;  /* copy [0, head_n) ... */
+    __u32 tail_n;  /* ... and [total - tail_n, total) */
+    __u32 got;     /* bytes copied so far */
+    __u32 calls;
+    __u32 _pad;
+};
+BPF_PERCPU_ARRAY(gather_jobs, struct gather_job, 1);
 
-/* Copy the last n bytes of the first `total` bytes of an iovec array to
- * ev->data[MAX_COPY...]: writev'd responses often end with small iovecs (a
- * chunk's CRLF, then "0\r\n\r\n"), so the window may span several. */
-static __always_inline __u32 copy_iov_tail(struct data_event *ev, struct u_iovec *iovp,
-                                           __u64 iovcnt, __u64 total, __u32 n) {
-    __u64 win = total - n;
-    __u64 acc = 0;
-    __u32 got = 0;
-#pragma unroll
-    for (int i = 0; i < IOV_MAX_WALK; i++) {
-        if (i >= iovcnt || acc >= total)
-            break;
-        struct u_iovec iov = {};
-        bpf_probe_read_user(&iov, sizeof(iov), &iovp[i]);
-        __u64 start = acc;
-        acc += iov.len;
-        if (acc <= win)
-            continue;
-        __u64 cs = start > win ? start : win;
-        __u64 ce = acc < total ? acc : total;
-        __u32 d = (__u32)(cs - win) & (TAIL_COPY * 2 - 1);
-        __u32 m = (__u32)(ce - cs) & (TAIL_COPY * 2 - 1);
-        if (d >= TAIL_COPY || m > TAIL_COPY || m == 0)
-            return 0;
-        if (bpf_probe_read_user(&ev->data[MAX_COPY + d], m, (__u8 *)iov.base + (cs - start)) != 0)
-            return 0;
-        got += m;
-    }
-    return got == n ? n : 0;
+static __always_inline void submit(struct data_event *ev, __u32 head, __u32 tail, __u64 total) {
+    if (head > MAX_COPY)
+        head = MAX_COPY;
+    if (tail > TAIL_COPY)
+        tail = TAIL_COPY;
+    __u32 copied = head + tail;
+    ev->hdr.copied = copied;
+    ev->hdr.tail = tail;
+    if (total > copied)
+        count(3, total - copied);
+    if (events.ringbuf_output(ev, sizeof(struct event_hdr) + copied, 0) != 0)
+        count(0, 1);
 }
 
 /* Every data syscall's exit tail-calls this one program, so the verifier
@@ -556,33 +527,6 @@ int process_data(void *ctx) {
         return 0;
     }
 
-    if (a.kind == K_PLAIN) {
-        want &= (MAX_COPY * 2 - 1);
-        if (want > MAX_COPY)
-            want = MAX_COPY;
-        if (want && bpf_probe_read_user(ev->data, want, (void *)a.ptr) == 0)
-            copied = want;
-    } else if (iovp) {
-        copied = copy_iov(ev, iovp, iovcnt, want);
-    }
-
-    /* A long syscall: also copy its last bytes, where message ends, chunked
-     * terminators and HTTP/2 trailers live. */
-    __u32 tail = 0;
-    if (copied == MAX_COPY && total > MAX_COPY && a.kind != K_MMSG) {
-        __u64 rest = total - MAX_COPY;
-        __u32 n = rest > TAIL_COPY ? TAIL_COPY : (__u32)rest;
-        if (a.kind == K_PLAIN) {
-            n &= (TAIL_COPY * 2 - 1);
-            if (n > TAIL_COPY)
-                n = TAIL_COPY;
-            if (n && bpf_probe_read_user(&ev->data[MAX_COPY], n, (__u8 *)a.ptr + total - n) == 0)
-                tail = n;
-        } else if (iovp) {
-            tail = copy_iov_tail(ev, iovp, iovcnt, total, n);
-        }
-    }
-
     fill_hdr(&ev->hdr, EVT_DATA, id, a.fd);
     ev->hdr.direction = a.direction;
     ev->hdr.role = st->role;
@@ -592,18 +536,98 @@ int process_data(void *ctx) {
     ev->hdr.pos = st->pos[d];
     ev->hdr.len = total > 0xffffffff ? 0xffffffff : (__u32)total;
     st->pos[d] += total;
-    if (copied > MAX_COPY)
-        copied = MAX_COPY;
-    if (tail > TAIL_COPY)
-        tail = TAIL_COPY;
-    copied += tail;
-    ev->hdr.copied = copied;
-    ev->hdr.tail = tail;
     count(1, 1);
-    if (total > copied)
-        count(3, total - copied);
-    if (events.ringbuf_output(ev, sizeof(struct event_hdr) + copied, 0) != 0)
-        count(0, 1);
+
+    /* Copy the head [0, head_n) and, when the syscall is longer, its last
+     * tail_n bytes, where message ends, chunked terminators and HTTP/2
+     * trailers live; the tail follows the head directly in the record. */
+    __u32 head_n = want;
+    __u32 tail_n = 0;
+    if (total > head_n && a.kind != K_MMSG && a.kind != K_SENDFILE) {
+        __u64 rest = total - head_n;
+        tail_n = rest > TAIL_COPY ? TAIL_COPY : (__u32)rest;
+    }
+    if (a.kind == K_PLAIN) {
+        __u32 head = 0, tail = 0;
+        head_n &= (MAX_COPY * 2 - 1);
+        if (head_n > MAX_COPY)
+            head_n = MAX_COPY;
+        if (head_n && bpf_probe_read_user(ev->data, head_n, (void *)a.ptr) == 0)
+            head = head_n;
+        tail_n &= (TAIL_COPY * 2 - 1);
+        if (tail_n > TAIL_COPY)
+            tail_n = TAIL_COPY;
+        if (head == head_n && tail_n &&
+            bpf_probe_read_user(&ev->data[head_n], tail_n, (__u8 *)a.ptr + total - tail_n) == 0)
+            tail = tail_n;
+        submit(ev, head, tail, total);
+        return 0;
+    }
+    if (iovp && (a.kind != K_MMSG || want)) {
+        struct gather_job job = {.iovp = (__u64)iovp, .iovcnt = iovcnt, .total = total,
+                                 .head_n = head_n, .tail_n = tail_n};
+        if (a.kind == K_MMSG)
+            job.total = want; /* only the first message's bytes are walked */
+        gather_jobs.update(&zero, &job);
+        data_prog.call(ctx, 1);
+    }
+    submit(ev, 0, 0, total); /* sendfile, or the gather could not run */
+    return 0;
+}
+
+/* Walks GATHER_PER_CALL iovecs per run, copying what falls in the head and
+ * tail windows, then tail-calls itself for the rest: any iovec count (grpcio
+ * writes dozens) at a verifier cost of a few iovecs. */
+int gather(void *ctx) {
+    __u32 zero = 0;
+    struct data_event *ev = scratch.lookup(&zero);
+    struct gather_job *job = gather_jobs.lookup(&zero);
+    if (!ev || !job)
+        return 0;
+    __u64 total = job->total;
+    __u32 head_n = job->head_n;
+    __u32 tail_n = job->tail_n;
+    __u64 tail_at = total - tail_n;
+#pragma unroll
+    for (int k = 0; k < GATHER_PER_CALL; k++) {
+        if (job->idx >= job->iovcnt || job->acc >= total)
+            break;
+        struct u_iovec iov = {};
+        bpf_probe_read_user(&iov, sizeof(iov), (struct u_iovec *)job->iovp + job->idx);
+        __u64 s = job->acc;
+        __u64 e = s + iov.len;
+        job->acc = e;
+        job->idx++;
+        if (e > total)
+            e = total;
+        if (s < head_n) {
+            __u32 hs = (__u32)s & (MAX_COPY * 2 - 1);
+            __u32 m = (__u32)((e < head_n ? e : head_n) - s) & (MAX_COPY * 2 - 1);
+            if (hs < MAX_COPY && m <= MAX_COPY && m &&
+                bpf_probe_read_user(&ev->data[hs], m, iov.base) == 0)
+                job->got += m;
+        }
+        if (tail_n && e > tail_at) {
+            __u64 cs = s > tail_at ? s : tail_at;
+            __u32 d = (__u32)(cs - tail_at) & (TAIL_COPY * 2 - 1);
+            __u32 m = (__u32)(e - cs) & (TAIL_COPY * 2 - 1);
+            __u32 at = head_n & (MAX_COPY * 2 - 1);
+            if (at <= MAX_COPY && d < TAIL_COPY && m <= TAIL_COPY && m &&
+                bpf_probe_read_user(&ev->data[at + d], m, (__u8 *)iov.base + (cs - s)) == 0)
+                job->got += m;
+        }
+    }
+    if (job->idx < job->iovcnt && job->acc < total && job->calls < 30) {
+        job->calls++;
+        data_prog.call(ctx, 1);
+    }
+    /* Any failed read leaves a hole: then send lengths only. */
+    if (job->got == head_n + tail_n)
+        submit(ev, head_n, tail_n, ev->hdr.len);
+    else if (job->got >= head_n && job->idx >= job->iovcnt)
+        submit(ev, head_n, 0, ev->hdr.len);
+    else
+        submit(ev, 0, 0, ev->hdr.len);
     return 0;
 }
 

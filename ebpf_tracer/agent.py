@@ -25,7 +25,7 @@ from .loader import LoaderConfig, Probes
 from .metrics import ParserTotals, snapshot
 from .resources import ResourceCache
 from .selection import SelectionConfig, Selector, State
-from .spans import http1_span
+from .spans import record_span
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ class Agent:
             idle_timeout_ns=int(cfg.idle_timeout_s * 1e9),
             sockets=self._sockets,
             on_not_socket=self._not_socket,
-            parser_factory=self.parse_totals.parser_factory,
+            on_unparseable=self._not_socket,
+            on_parser_done=self.parse_totals.add,
         )
         # Kernel timestamps are CLOCK_MONOTONIC; spans want the epoch.
         self.clock_offset_ns = time.time_ns() - time.monotonic_ns()
@@ -105,7 +106,6 @@ class Agent:
         self.spans_produced = 0
         self.events_seen = 0
         self.decode_errors = 0
-        self.http2_events = 0
         # Spans with a field the traffic did not tell (metrics: spans_unknown_fields).
         self.spans_unknown_status = 0  # no response seen
         self.spans_unknown_peer = 0  # peer address unresolved
@@ -157,7 +157,11 @@ class Agent:
         try:
             self.pod_watcher = start_watcher(self._k8s_node, self._pod_store)
         except ValueError as e:
-            raise TracerError(str(e)) from None
+            sel = self.cfg.selection
+            needed = isinstance(sel, SelectionConfig) and sel.needs_pods
+            if self.cfg.k8s or needed:  # asked for: say why it cannot be done
+                raise TracerError(str(e)) from None
+            log.warning("no pod metadata: %s", e)
 
     def add_pids(self, pids: list[int]) -> None:
         assert self.probes is not None
@@ -177,9 +181,6 @@ class Agent:
             (etype, direction, role, flags, pid, _tid, fd, gen, ts, pos, length,
              copied, tail, _) = _HDR.unpack_from(buf, 0)
             if etype == _DATA:
-                if flags & events.EVF_HTTP2:
-                    self.http2_events += 1  # HTTP/2 parsing lands with its own issue
-                    return
                 if self.selector is not None and self.selector.state(pid) is State.NO:
                     self._not_socket(pid, fd)  # excluded (e.g. a connection older than us)
                     return
@@ -190,7 +191,7 @@ class Agent:
                 else:
                     head, last = bytes(buf[_HDR_SIZE:end]), b""
                 out = self.conns.on_data(pid, fd, gen, role, direction, pos, length, head, ts,
-                                         last)
+                                         last, flags)
             elif etype == _OPEN:
                 info = events.decode_open(buf)
                 comm = info.comm.split(b"\0", 1)[0].decode("utf-8", "replace")
@@ -244,8 +245,8 @@ class Agent:
                 continue
             if self.selector is not None and not self.selector.allows(meta):
                 continue
-            span = http1_span(rec, meta, self.resources.get(meta.pid),
-                              clock_offset_ns=self.clock_offset_ns)
+            span = record_span(rec, meta, self.resources.get(meta.pid),
+                               clock_offset_ns=self.clock_offset_ns)
             self.spans_produced += 1
             if rec.status is None or rec.partial or meta.peer_addr is None:
                 self._count_unknown(rec, meta)
@@ -269,6 +270,7 @@ class Agent:
             now = time.monotonic()
             if now - last_house >= 1.0:
                 last_house = now
+                self.resources.refresh()  # pod changes queue up even when idle
                 expired = self.conns.expire(time.monotonic_ns())
                 if expired:
                     self._emit(expired)
@@ -284,7 +286,6 @@ class Agent:
             "events": self.events_seen,
             "spans_produced": self.spans_produced,
             "decode_errors": self.decode_errors,
-            "http2_events_ignored": self.http2_events,
             "own_traffic_dropped": self.own_traffic_dropped,
             "connections_tracked": len(self.conns),
             "processes_cached": len(self.resources),

@@ -169,6 +169,16 @@ def _config(mode: Mode, pids: list[int], exporter: str | None, output: str | Non
     return cfg
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
+
+
 def _fail(msg: str, code: int = 1) -> None:
     click.echo(f"ebpf-tracer: {msg}", err=True)
     sys.exit(code)
@@ -303,7 +313,7 @@ def attach(pids, exporter, output, ready_file, max_copy, verbose) -> None:  # no
     _Stopper(agent)
 
     def all_gone() -> bool:
-        return not any(os.path.exists(f"/proc/{p}") for p in pids)
+        return not any(_alive(p) for p in pids)
 
     agent.run(until=all_gone)
     if all_gone() and not agent._stop:

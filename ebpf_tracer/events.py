@@ -50,6 +50,7 @@ class Proto(enum.IntEnum):
 EVF_NOCOPY = C["EVF_NOCOPY"]
 EVF_EXISTING = C["EVF_EXISTING"]
 EVF_HTTP2 = C["EVF_HTTP2"]
+EVF_TLS = C["EVF_TLS"]
 
 # struct event_hdr: type, direction, role, flags, pid, tid, fd, generation,
 # ts_ns, pos, len, copied, tail, _reserved.

@@ -84,8 +84,10 @@ class Probes:
                 "this machine is missing"
             ) from None
         # The data path is one program every exit tracepoint tail-calls.
-        fn = self.bpf.load_func(b"process_data", bcc.BPF.TRACEPOINT)
-        self.bpf[b"data_prog"][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
+        progs = self.bpf[b"data_prog"]
+        for i, name in enumerate((b"process_data", b"gather")):
+            fn = self.bpf.load_func(name, bcc.BPF.TRACEPOINT)
+            progs[ctypes.c_int(i)] = ctypes.c_int(fn.fd)
         self._traced = self.bpf[b"traced_pids"]
         self._counters = self.bpf[b"counters"]
         self._conns = self.bpf[b"conns"]

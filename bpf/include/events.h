@@ -33,6 +33,7 @@
 #define EVF_NOCOPY 1   /* payload never copied (sendfile) */
 #define EVF_EXISTING 2 /* connection opened before the tracer saw it */
 #define EVF_HTTP2 4    /* connection inferred as HTTP/2 (else HTTP/1) */
+#define EVF_TLS 8      /* plaintext from a TLS library probe */
 
 struct event_hdr {
     __u8 type;       /* EVT_* */

@@ -11,15 +11,17 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..events import OpenInfo
+from ..events import EVF_HTTP2, EVF_TLS, OpenInfo
 from ..model import ConnMeta, Direction, Role
+from ..protocols import detect
 from ..protocols.http1 import Http1Connection, Http1Record
+from ..protocols.http2 import Http2Connection, Http2Record
 from .sockets import NotTcp, SocketTable, addresses_of, fd_exists, format_addr, socket_inode
 from .tracker import ConnTracker
 
 log = logging.getLogger(__name__)
 
-Emitted = list[tuple[ConnMeta, Http1Record]]
+Emitted = list[tuple[ConnMeta, Http1Record | Http2Record]]
 
 
 @dataclass(slots=True)
@@ -31,6 +33,7 @@ class ConnStats:
     not_sockets: int = 0
     gaps: int = 0
     joined_existing: int = 0
+    unparseable: int = 0
 
 
 class ConnManager:
@@ -41,14 +44,16 @@ class ConnManager:
         idle_timeout_ns: int = 300 * 10**9,
         sockets: SocketTable | None = None,
         on_not_socket: Callable[[int, int], None] | None = None,
-        parser_factory: Callable[[Role], Http1Connection] = Http1Connection,
+        on_unparseable: Callable[[int, int], None] | None = None,
+        on_parser_done: Callable[[object], None] | None = None,
     ) -> None:
         self._conns: OrderedDict[tuple[int, int], ConnTracker] = OrderedDict()
         self._max = max_conns
         self._idle_ns = idle_timeout_ns
         self._sockets = sockets or SocketTable()
         self._on_not_socket = on_not_socket
-        self._parser_factory = parser_factory
+        self._on_unparseable = on_unparseable
+        self._on_parser_done = on_parser_done
         # pid -> listening fd -> address: dropped whole when the process exits.
         self._listen_addrs: dict[int, dict[int, tuple[str, int] | None]] = {}
         self._pending: Emitted = []  # records flushed by evictions inside _new()
@@ -66,7 +71,7 @@ class ConnManager:
     # -- lifecycle -----------------------------------------------------------
 
     def _new(self, pid: int, fd: int, generation: int, role: Role, ts_ns: int) -> ConnTracker:
-        t = ConnTracker(ConnMeta(pid, fd, generation, role), self._parser_factory(role), ts_ns)
+        t = ConnTracker(ConnMeta(pid, fd, generation, role), None, ts_ns)
         self._conns[(pid, fd)] = t
         if pid not in self._pids:
             if len(self._pids) >= self._max:  # exits missed: recount
@@ -81,7 +86,10 @@ class ConnManager:
 
     def _flush(self, t: ConnTracker, ts_ns: int) -> Emitted:
         self.stats.gaps += t.gaps
-        return [(t.meta, r) for r in t.on_close(ts_ns)]
+        out = [(t.meta, r) for r in t.on_close(ts_ns)]
+        if t.parser is not None and self._on_parser_done:
+            self._on_parser_done(t.parser.stats)
+        return out
 
     def on_open(self, pid: int, fd: int, generation: int, role: int, ts_ns: int,
                 info: OpenInfo) -> Emitted:
@@ -103,7 +111,8 @@ class ConnManager:
         return self._take_pending(out)
 
     def on_data(self, pid: int, fd: int, generation: int, role: int, direction: int,
-                pos: int, length: int, data: bytes, ts_ns: int, tail: bytes = b"") -> Emitted:
+                pos: int, length: int, data: bytes, ts_ns: int, tail: bytes = b"",
+                flags: int = 0) -> Emitted:
         """One syscall: `data` from its start, `tail` from its end, the rest a gap."""
         out: Emitted = []
         key = (pid, fd)
@@ -117,11 +126,35 @@ class ConnManager:
                 return self._take_pending(out)
         else:
             self._conns.move_to_end(key)
+        if t.parser is None:
+            t.parser = self._choose_parser(t.meta.role, flags, data)
+        if flags & EVF_TLS:
+            t.meta.tls = True
         recs = t.on_data(Direction(direction), pos, length, data, ts_ns, tail)
         if t.meta.role is Role.UNKNOWN and t.parser.role is not Role.UNKNOWN:
             t.meta.role = t.parser.role
+        if getattr(t.parser, "unparseable", None):
+            # Not the protocol we took it for: stop the kernel sending it.
+            log.debug("pid=%d fd=%d unparseable: %s", pid, fd, t.parser.unparseable)
+            self.stats.unparseable += 1
+            del self._conns[key]
+            if self._on_parser_done:
+                self._on_parser_done(t.parser.stats)
+            if self._on_unparseable:
+                self._on_unparseable(pid, fd)
         out += [(t.meta, r) for r in recs]
         return self._take_pending(out)
+
+    @staticmethod
+    def _choose_parser(role: Role, flags: int, first: bytes):  # noqa: ANN205
+        """HTTP/2 when the kernel saw a preface or frames; else by the first
+        bytes (an HTTP/1.1 request asking for h2c goes to the HTTP/2 parser,
+        which falls back to HTTP/1 if the server declines)."""
+        if flags & EVF_HTTP2:
+            return Http2Connection(role)
+        info = detect(first)
+        cls = info.connection if info else Http1Connection
+        return cls(role)
 
     def on_close(self, pid: int, fd: int, generation: int, ts_ns: int) -> Emitted:
         t = self._conns.get((pid, fd))

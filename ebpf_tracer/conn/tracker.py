@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from ..model import ConnMeta, Direction
-from ..protocols.http1 import Http1Connection, Http1Record
+from ..model import ConnMeta, Direction, Role
+
+
+class ProtocolConnection(Protocol):
+    """What every sans-IO protocol connection offers (http1, http2)."""
+
+    role: Role
+
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> list: ...
+    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> list: ...
+    def close(self, ts_ns: int) -> list: ...
 
 
 @dataclass(slots=True)
@@ -18,7 +28,7 @@ class StreamPos:
 @dataclass(slots=True)
 class ConnTracker:
     meta: ConnMeta
-    parser: Http1Connection
+    parser: ProtocolConnection | None = None  # chosen by the first bytes
     last_seen_ns: int = 0
     pos: tuple[StreamPos, StreamPos] = field(default_factory=lambda: (StreamPos(), StreamPos()))
     addresses_resolved: bool = False
@@ -27,7 +37,7 @@ class ConnTracker:
     def on_data(
         self, direction: Direction, pos: int, length: int, data: bytes, ts_ns: int,
         tail: bytes = b"",
-    ) -> list[Http1Record]:
+    ) -> list:
         """Feed one syscall's bytes; missing bytes before or after become gaps.
 
         `data` is the syscall's first bytes and `tail` its last ones; what lies
@@ -35,7 +45,7 @@ class ConnTracker:
         """
         self.last_seen_ns = ts_ns
         sp = self.pos[direction]
-        out: list[Http1Record] = []
+        out: list = []
         if sp.expected >= 0 and pos > sp.expected:
             # Lost events: the kernel counted bytes we never received.
             self.gaps += 1
@@ -50,5 +60,5 @@ class ConnTracker:
             out += self.parser.feed(direction, tail, ts_ns)
         return out
 
-    def on_close(self, ts_ns: int) -> list[Http1Record]:
-        return self.parser.close(ts_ns)
+    def on_close(self, ts_ns: int) -> list:
+        return self.parser.close(ts_ns) if self.parser is not None else []

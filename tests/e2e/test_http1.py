@@ -336,3 +336,51 @@ def test_signals_exit_zero(start_agent, python_server, sig):
     agent.proc.send_signal(sig)
     rc, _, err = agent.stop()
     assert rc == 0, err
+
+
+def test_jsonl_and_console_exporters(python_server, tmp):
+    """The local exporters, as a user runs them: jsonl to a file, console to stdout."""
+    _, port = python_server
+    url = f"http://127.0.0.1:{port}/hello.txt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
+    out = tmp / "spans.jsonl"
+    p = subprocess.run([str(TRACER), "exec", "--exporter", "jsonl", "--output", str(out), "--",
+                        need("curl"), "-s", "-o", "/dev/null", url],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    import json
+
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 1
+    span = lines[0]
+    assert span["name"] == "GET" and span["kind"] == CLIENT
+    assert len(span["traceId"]) == 32 and len(span["spanId"]) == 16
+    attrs = {a["key"]: a["value"] for a in span["attributes"]}
+    assert attrs["url.full"] == {"stringValue": url}
+    assert attrs["http.response.status_code"] == {"intValue": "200"}
+
+    # Default exporter without an OTLP endpoint: one readable line per span.
+    p = subprocess.run([str(TRACER), "exec", "--", need("curl"), "-s", "-o", "/dev/null", url],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = [line for line in p.stdout.splitlines() if "CLIENT" in line]
+    assert len(lines) == 1, p.stdout
+    assert "curl CLIENT GET /hello.txt -> 200" in lines[0]
+
+
+def test_exec_unknown_command_says_so(otlp_env):
+    p = subprocess.run([str(TRACER), "exec", "--", "no-such-command-xyz"], env=otlp_env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 127
+    assert "cannot run no-such-command-xyz" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_attach_stops_when_the_process_exits(start_agent, procs):
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    procs.append(p)
+    agent = start_agent("attach", "--pid", str(p.pid))
+    agent.proc.wait(timeout=30)
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    assert "every traced process has exited" in err

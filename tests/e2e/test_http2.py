@@ -1,0 +1,124 @@
+"""HTTP/2 and gRPC end to end: grpcio (C core, sendmsg with iovecs), nghttpd
+with h2load, Node's http2; the real agent and a real OTLP receiver."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import free_port, need, wait_port
+from tests.e2e.test_http1 import A, of_pid, settle
+
+SERVER, CLIENT = 2, 3
+APP = Path(__file__).with_name("grpc_app.py")
+
+
+def test_grpc_calls_give_one_rpc_span_each(start_agent, receiver, procs, tmp):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(APP), "serve", str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    procs.append(server)
+    assert server.stdout.readline() == "ready\n"
+    go = tmp / "go"
+    client = subprocess.Popen([sys.executable, str(APP), "call", str(port)],
+                              env={"GO": str(go), "LINGER": "30", "PATH": "/usr/bin:/bin"},
+                              stdout=subprocess.PIPE, text=True)
+    procs.append(client)
+    agent = start_agent("attach", "--pid", str(server.pid), "--pid", str(client.pid))
+    go.touch()
+    assert client.stdout.readline() == "done\n"
+    srv_spans = settle(receiver, server.pid, 6)
+    cli_spans = of_pid(receiver, client.pid, 6)
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    names = ["helloworld.Greeter/SayHello", "helloworld.Greeter/ListGreetings",
+             "helloworld.Greeter/CollectGreetings", "helloworld.Greeter/Chat",
+             "helloworld.Greeter/SayHello", "helloworld.Greeter/SayHello"]
+    for spans, kind in ((srv_spans, SERVER), (cli_spans, CLIENT)):
+        assert [s.name for s in spans] == names, [(s.name, A(s)) for s in spans]
+        assert all(s.kind == kind for s in spans)
+        assert all(A(s)["rpc.system"] == "grpc" for s in spans)
+        assert all(A(s)["rpc.service"] == "helloworld.Greeter" for s in spans)
+        assert [A(s)["rpc.method"] for s in spans][:4] == [
+            "SayHello", "ListGreetings", "CollectGreetings", "Chat"]
+        codes = [A(s).get("rpc.grpc.status_code") for s in spans]
+        assert codes == [0, 0, 0, 0, 5, 1], codes
+        assert A(spans[0])["server.port"] == port
+        assert all("ebpf_tracer.unknown_fields" not in A(s) for s in spans)
+    # Semantic conventions: NOT_FOUND is an error for the client only.
+    assert cli_spans[4].status_code == 2 and A(cli_spans[4])["error.type"] == "NOT_FOUND"
+    assert srv_spans[4].status_code == 0
+    assert cli_spans[5].status_code == 2 and A(cli_spans[5])["error.type"] == "CANCELLED"
+    assert srv_spans[0].resource["process.pid"] == server.pid
+
+
+def test_h2load_against_nghttpd_is_complete(start_agent, receiver, procs, tmp):
+    nghttpd = need("nghttpd")
+    port = free_port()
+    www = tmp / "www"
+    www.mkdir()
+    (www / "index.html").write_text("<h1>h2</h1>\n" * 10)
+    server = subprocess.Popen([nghttpd, "--no-tls", "-d", str(www), "-a", "127.0.0.1", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(server)
+    wait_port(port)
+    agent = start_agent("attach", "--pid", str(server.pid))
+    out = subprocess.run([need("h2load"), "-n", "300", "-c", "3", "-m", "10",
+                          f"http://127.0.0.1:{port}/index.html"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    done = int(re.search(r"(\d+) succeeded", out).group(1))
+    assert done == 300, out
+    spans = settle(receiver, server.pid, 300)
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    assert len(spans) == 300
+    s = spans[0]
+    assert s.kind == SERVER and s.name == "GET"
+    assert A(s)["network.protocol.version"] == "2"
+    assert A(s)["url.path"] == "/index.html"
+    assert A(s)["http.response.status_code"] == 200
+    assert A(s)["http.response.body.size"] == len("<h1>h2</h1>\n" * 10)
+    assert all(A(x)["http.response.status_code"] == 200 for x in spans)
+
+
+NODE_H2 = r"""
+const http2 = require('http2');
+const server = http2.createServer();
+server.on('stream', (stream, headers) => {
+  const path = headers[':path'];
+  if (path.startsWith('/missing')) { stream.respond({':status': 404}); stream.end('no'); return; }
+  let n = 0;
+  stream.on('data', (c) => { n += c.length; });
+  stream.on('end', () => {
+    stream.respond({':status': 200, 'content-type': 'application/json'});
+    stream.end(JSON.stringify({got: n}));
+  });
+});
+server.listen(+process.argv[2], '127.0.0.1');
+"""
+
+
+def test_node_http2_server_with_curl(start_agent, receiver, procs, tmp):
+    port = free_port()
+    script = tmp / "h2.js"
+    script.write_text(NODE_H2)
+    server = subprocess.Popen([need("node"), str(script), str(port)])
+    procs.append(server)
+    wait_port(port)
+    agent = start_agent("attach", "--pid", str(server.pid))
+    base = f"http://127.0.0.1:{port}"
+    for args in (["-d", "x" * 500, f"{base}/orders?id=7"], [f"{base}/missing"]):
+        subprocess.run([need("curl"), "-s", "-o", "/dev/null", "--http2-prior-knowledge", *args],
+                       check=True, timeout=30)
+    spans = settle(receiver, server.pid, 2)
+    agent.stop()
+    assert [s.name for s in spans] == ["POST", "GET"]
+    post, missing = spans
+    assert A(post)["url.path"] == "/orders" and A(post)["url.query"] == "id=7"
+    assert A(post)["http.request.body.size"] == 500
+    assert A(post)["network.protocol.version"] == "2"
+    assert A(missing)["http.response.status_code"] == 404
+    assert A(post)["server.port"] == port
