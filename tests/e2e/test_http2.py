@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.e2e.conftest import free_port, need, wait_port
@@ -122,3 +121,104 @@ def test_node_http2_server_with_curl(start_agent, receiver, procs, tmp):
     assert A(post)["network.protocol.version"] == "2"
     assert A(missing)["http.response.status_code"] == 404
     assert A(post)["server.port"] == port
+
+
+def test_h2c_upgrade_client_and_server(start_agent, receiver, procs, tmp, otlp_env):
+    """curl --http2 on a cleartext URL asks for h2c with Upgrade; the first
+    request becomes stream 1 after the 101, the next is plain HTTP/2."""
+    import ast
+
+    # The same tiny h2c server (the `h2` library) that made the unit fixtures.
+    src = Path(__file__).parents[1].joinpath("fixtures", "capture_http2.py").read_text()
+    tree = ast.parse(src)
+    upgrade_server = next(
+        ast.literal_eval(n.value) for n in tree.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "_UPGRADE_SERVER"
+    )
+    port = free_port()
+    script = tmp / "upgrade_server.py"
+    script.write_text(upgrade_server)
+    server = subprocess.Popen([sys.executable, str(script), str(port)])
+    procs.append(server)
+    wait_port(port)
+    agent = start_agent("attach", "--pid", str(server.pid))
+    base = f"http://127.0.0.1:{port}"
+    subprocess.run([need("curl"), "-sS", "-o", "/dev/null", "--http2", f"{base}/hello.txt",
+                    "--next", "-sS", "-o", "/dev/null", "--http2", f"{base}/missing"],
+                   check=True, timeout=30)
+    spans = settle(receiver, server.pid, 2)
+    agent.stop()
+    assert [(A(s)["url.path"], A(s)["http.response.status_code"]) for s in spans] == [
+        ("/hello.txt", 200), ("/missing", 404)]
+    assert all(A(s)["network.protocol.version"] == "2" for s in spans)
+
+
+def test_grpc_channel_opened_before_the_tracer(start_agent, receiver, procs, tmp):
+    """Joined mid-connection: fields are exact or reported unknown, never wrong."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(APP), "serve", str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    procs.append(server)
+    assert server.stdout.readline() == "ready\n"
+    go = tmp / "go"
+    code = (
+        "import grpc, os, time, sys\n"
+        f"ch = grpc.insecure_channel('127.0.0.1:{port}')\n"
+        "call = ch.unary_unary('/helloworld.Greeter/SayHello')\n"
+        "call(b'before', timeout=10)\n"
+        "print('warm', flush=True)\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "for i in range(5): call(b'after', timeout=10)\n"
+        "print('done', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    client = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    procs.append(client)
+    assert client.stdout.readline() == "warm\n"
+    agent = start_agent("attach", "--pid", str(server.pid))
+    go.touch()
+    assert client.stdout.readline() == "done\n"
+    spans = settle(receiver, server.pid, 5)
+    agent.stop()
+    assert len(spans) == 5
+    for s in spans:
+        unknown = A(s).get("ebpf_tracer.unknown_fields", "")
+        if ":path" not in unknown:
+            assert s.name == "helloworld.Greeter/SayHello"
+            assert A(s)["rpc.method"] == "SayHello"
+        else:
+            assert "rpc.method" not in A(s)
+        assert A(s).get("rpc.grpc.status_code", 0) == 0
+
+
+def test_garbage_after_the_preface_does_not_stop_tracing(start_agent, receiver, procs, tmp):
+    import socket
+
+    nghttpd = need("nghttpd")
+    port = free_port()
+    www = tmp / "www"
+    www.mkdir()
+    (www / "ok.txt").write_text("ok\n")
+    server = subprocess.Popen([nghttpd, "--no-tls", "-d", str(www), "-a", "127.0.0.1", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(server)
+    wait_port(port)
+    agent = start_agent("attach", "--pid", str(server.pid))
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    for junk in (b"\xff" * 4000, b"\x00\x00\x05\x01\x05\x00\x00\x00\x01\xbe\xbe\xbe\xbe\xbe",
+                 b"GET / HTTP/1.1\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(preface + junk)
+            s.settimeout(2)
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+    subprocess.run([need("h2load"), "-n", "1", "-c", "1", f"http://127.0.0.1:{port}/ok.txt"],
+                   capture_output=True, timeout=30, check=True)
+    spans = receiver.wait_for(lambda s: s.attributes.get("url.path") == "/ok.txt", timeout=20)
+    assert len(spans) == 1 and A(spans[0])["http.response.status_code"] == 200
+    assert agent.proc.poll() is None
+    rc, _, err = agent.stop()
+    assert rc == 0 and "Traceback" not in err, err
