@@ -1,7 +1,8 @@
-"""Records to neutral Spans, with the stable OpenTelemetry HTTP semantic conventions.
+"""Records to neutral Spans, with the stable OpenTelemetry HTTP and RPC conventions.
 
-Only the headers named by the conventions (Host, User-Agent, Content-Length) are
-read; no other header value (Authorization, Cookie, ...) ever reaches a span.
+Only the headers named by the conventions (Host, User-Agent, Content-Length; for HTTP/2
+:authority, content-type, grpc-status, grpc-message) are read; no other header value
+(Authorization, Cookie, ...) ever reaches a span.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from urllib.parse import urlsplit
 from .model import AttrValue, ConnMeta, Resource, Role, Span, SpanKind, StatusCode
 from .protocols.http1 import Http1Record
 from .protocols.http1.head import KNOWN_METHODS
+from .protocols.http2 import Http2Record
+from .protocols.http2 import grpc as g
 
 _DEFAULT_PORT = {"http": 80, "https": 443}
 # Query keys whose values the conventions say to redact (signed URLs).
@@ -171,3 +174,184 @@ def _response_has_body(method: str, status: int | None) -> bool:
     if status is None or status < 200 or status in (204, 304):
         return False
     return method != "HEAD"
+
+
+# gRPC server spans are errors only for these codes (RPC semantic conventions).
+_GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
+
+
+def record_span(
+    record: Http1Record | Http2Record, conn: ConnMeta, resource: Resource, *,
+    clock_offset_ns: int = 0,
+) -> Span:
+    """The span of any protocol record (an Http2Connection may hand back HTTP/1 ones)."""
+    if isinstance(record, Http2Record):
+        return http2_span(record, conn, resource, clock_offset_ns=clock_offset_ns)
+    return http1_span(record, conn, resource, clock_offset_ns=clock_offset_ns)
+
+
+def http2_span(
+    record: Http2Record, conn: ConnMeta, resource: Resource, *, clock_offset_ns: int = 0
+) -> Span:
+    """Build the span of one HTTP/2 stream: an RPC span for gRPC, else an HTTP span.
+
+    Fields the record could not decode (joined mid-connection) are left out and named in
+    ``ebpf_tracer.unknown_fields``. An UNKNOWN role is treated as SERVER.
+    """
+    client = conn.role == Role.CLIENT
+    attrs: dict[str, AttrValue] = {}
+    host, port, explicit_port = _h2_origin(record, conn, client)
+    if record.is_grpc:
+        name, status_code = _grpc_attrs(record, attrs, client)
+        if host:
+            attrs["server.address"] = host
+        if port is not None:
+            attrs["server.port"] = port
+    else:
+        name, status_code = _h2_http_attrs(record, attrs, conn, client, host, port, explicit_port)
+    if not client:
+        if conn.peer_addr:
+            attrs["client.address"] = conn.peer_addr
+        if conn.peer_port is not None:
+            attrs["client.port"] = conn.peer_port
+    if conn.peer_addr:
+        attrs["network.peer.address"] = conn.peer_addr
+    if conn.peer_port is not None:
+        attrs["network.peer.port"] = conn.peer_port
+    attrs["network.protocol.version"] = "2"
+    if record.partial:
+        attrs["ebpf_tracer.partial"] = record.partial
+    if record.unknown_fields:
+        attrs["ebpf_tracer.unknown_fields"] = ",".join(sorted(record.unknown_fields))
+    return Span(
+        name=name,
+        kind=SpanKind.CLIENT if client else SpanKind.SERVER,
+        start_time_ns=record.start_ns + clock_offset_ns,
+        end_time_ns=record.end_ns + clock_offset_ns,
+        resource=resource,
+        attributes=attrs,
+        status_code=status_code,
+    )
+
+
+def _h2_origin(
+    record: Http2Record, conn: ConnMeta, client: bool
+) -> tuple[str | None, int | None, int | None]:
+    """(host, port, port as written) of the origin: :authority, else the socket."""
+    scheme = record.scheme or ("https" if conn.tls else "http")
+    if record.authority:
+        host, port = _split_host(record.authority.rpartition("@")[2])
+        explicit = port
+        if port is None:
+            port = _DEFAULT_PORT.get(scheme)
+        if host:
+            return host, port, explicit
+    host, port = (conn.peer_addr, conn.peer_port) if client else (
+        conn.local_addr, conn.local_port)
+    return host, port, port
+
+
+def _h2_http_attrs(
+    record: Http2Record, attrs: dict[str, AttrValue], conn: ConnMeta, client: bool,
+    host: str | None, port: int | None, explicit_port: int | None,
+) -> tuple[str, StatusCode]:
+    method = record.method
+    if method is None:
+        name = "HTTP"  # unknown: not even "_OTHER" can be said
+    elif method in KNOWN_METHODS:
+        attrs["http.request.method"] = name = method
+    else:
+        attrs["http.request.method"] = "_OTHER"
+        attrs["http.request.method_original"] = method
+        name = "HTTP"
+    scheme = record.scheme or ("https" if conn.tls else "http")
+    if record.scheme is not None or ":scheme" not in record.unknown_fields:
+        attrs["url.scheme"] = scheme
+    path = query = None
+    if record.path is not None:
+        path, query, _, _ = _split_target(record.path)
+        if path is not None:
+            attrs["url.path"] = path
+        if query:
+            query = attrs["url.query"] = _redact_query(query)
+    if host:
+        attrs["server.address"] = host
+    if port is not None:
+        attrs["server.port"] = port
+    if client and host and path is not None:
+        attrs["url.full"] = _url_full(scheme, host, explicit_port, path, query or "")
+    status = record.status
+    if status is not None:
+        attrs["http.response.status_code"] = status
+    if record.request_body_size:
+        attrs["http.request.body.size"] = record.request_body_size
+    if record.response_body_size:
+        attrs["http.response.body.size"] = record.response_body_size
+    ua = record.request_headers.get("user-agent")
+    if ua:
+        attrs["user_agent.original"] = ua
+    if status is not None and status >= (400 if client else 500):
+        attrs["error.type"] = str(status)
+        return name, StatusCode.ERROR
+    ended_by = _abnormal_end(record)
+    if ended_by is not None:
+        attrs["error.type"] = g.h2_error_name(ended_by) if ended_by >= 0 else "RST_STREAM"
+        return name, StatusCode.ERROR
+    return name, StatusCode.UNSET
+
+
+def _abnormal_end(record: Http2Record) -> int | None:
+    """The HTTP/2 error code that ended an unfinished stream (-1: reset, code unknown)."""
+    if record.response_complete:
+        return None
+    if record.reset_code is not None:
+        return record.reset_code
+    return record.goaway_code
+
+
+def _grpc_attrs(
+    record: Http2Record, attrs: dict[str, AttrValue], client: bool
+) -> tuple[str, StatusCode]:
+    attrs["rpc.system"] = "grpc"
+    name = "grpc"
+    path = record.path
+    if path is not None and path.startswith("/"):
+        service, sep, method = path[1:].partition("/")
+        if sep and service and method and "/" not in method:
+            attrs["rpc.service"] = service
+            attrs["rpc.method"] = method
+            name = f"{service}/{method}"
+    code = _grpc_status(record)
+    if record.request_messages is not None:
+        attrs["ebpf_tracer.rpc.request.messages"] = record.request_messages
+    if record.response_messages is not None:
+        attrs["ebpf_tracer.rpc.response.messages"] = record.response_messages
+    if code is None:
+        return name, StatusCode.UNSET
+    attrs["rpc.grpc.status_code"] = code
+    if code == g.OK:
+        return name, StatusCode.UNSET
+    attrs["error.type"] = g.status_name(code)
+    if client or code in _GRPC_SERVER_ERRORS:
+        return name, StatusCode.ERROR
+    return name, StatusCode.UNSET
+
+
+def _grpc_status(record: Http2Record) -> int | None:
+    """The call's status: grpc-status, else what gRPC's spec maps the stream's end to."""
+    if record.grpc_status is not None:
+        return record.grpc_status
+    ended_by = _abnormal_end(record)
+    if ended_by is not None:
+        if record.reset_code is not None and ended_by >= 0:
+            return g.status_from_reset(ended_by)  # RST_STREAM CANCEL -> CANCELLED
+        if record.reset_code is None:
+            return g.UNAVAILABLE  # refused or cut by GOAWAY
+        return None
+    if "grpc-status" in record.unknown_fields or record.partial:
+        return None
+    if record.status is not None and record.status != 200:
+        return g.status_from_http(record.status)
+    if record.response_complete:
+        return g.UNKNOWN  # a finished call without any status
+    return None

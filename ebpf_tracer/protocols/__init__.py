@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .http1 import Http1Connection, looks_like_http1
+from .http2 import Http2Connection, looks_like_http2
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +16,9 @@ class ProtocolInfo:
     connection: type  # sans-IO connection class: feed(), gap(), close()
 
 
+# HTTP/2 first: it claims the preface, frames, and HTTP/1 requests asking for h2c.
 PROTOCOLS: tuple[ProtocolInfo, ...] = (
+    ProtocolInfo("http2", looks_like_http2, Http2Connection),
     ProtocolInfo("http1", looks_like_http1, Http1Connection),
 )
 
