@@ -109,6 +109,8 @@ struct open_event {
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(traced_pids, __u32, __u8, 65536);
+/* run mode: processes the agent's selection rejected (decided per program). */
+BPF_HASH(excluded_pids, __u32, __u8, 65536);
 BPF_TABLE("lru_hash", struct conn_key, struct conn_state, conns, MAX_CONNS);
 BPF_HASH(active_args, __u64, struct args_t, 16384);
 BPF_HASH(active_accept, __u64, struct accept_args, 4096);
@@ -129,7 +131,7 @@ static __always_inline int is_traced(__u32 tgid) {
     if (tgid == AGENT_PID)
         return 0;
 #if TRACE_ALL
-    return 1;
+    return excluded_pids.lookup(&tgid) == NULL;
 #else
     return traced_pids.lookup(&tgid) != NULL;
 #endif
@@ -333,7 +335,9 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
 
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     __u64 id = bpf_get_current_pid_tgid();
-    if (!is_traced(id >> 32))
+    __u32 tgid = id >> 32;
+    excluded_pids.delete(&tgid); /* a new program: the agent decides again */
+    if (!is_traced(tgid))
         return 0;
     struct event_hdr h = {};
     fill_hdr(&h, EVT_PROC_EXEC, id, -1);
@@ -345,7 +349,12 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32;
-    if ((__u32)id != tgid || !is_traced(tgid))
+    if ((__u32)id != tgid || tgid == AGENT_PID)
+        return 0;
+    /* Excluded processes report their exit too: the agent forgets them. */
+    int excluded = excluded_pids.lookup(&tgid) != NULL;
+    excluded_pids.delete(&tgid);
+    if (!excluded && !is_traced(tgid))
         return 0;
 #if !TRACE_ALL
     traced_pids.delete(&tgid);

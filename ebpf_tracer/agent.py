@@ -169,6 +169,12 @@ class Agent:
             self.probes.trace_pid(pid)
             self.resources.get(pid)  # read /proc now, while the process lives
 
+    def _exclude(self, pid: int, fd: int) -> None:
+        """Selection said no: the kernel stops tracing the process (until exec)."""
+        if self.probes:
+            self.probes.ignore_conn(pid, fd)
+            self.probes.exclude_pid(pid)
+
     def _not_socket(self, pid: int, fd: int) -> None:
         if self.probes:
             self.probes.ignore_conn(pid, fd)
@@ -182,7 +188,7 @@ class Agent:
              copied, tail, _) = _HDR.unpack_from(buf, 0)
             if etype == _DATA:
                 if self.selector is not None and self.selector.state(pid) is State.NO:
-                    self._not_socket(pid, fd)  # excluded (e.g. a connection older than us)
+                    self._exclude(pid, fd)  # e.g. a connection older than us
                     return
                 end = _HDR_SIZE + copied
                 if tail:
@@ -196,7 +202,7 @@ class Agent:
                 info = events.decode_open(buf)
                 comm = info.comm.split(b"\0", 1)[0].decode("utf-8", "replace")
                 if self.selector is not None and self.selector.state(pid, comm) is State.NO:
-                    self._not_socket(pid, fd)  # excluded: the kernel stops copying it
+                    self._exclude(pid, fd)
                     return
                 self.resources.get(pid, comm)  # read /proc while the process lives
                 out = self.conns.on_open(pid, fd, gen, role, ts, info)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .export.config import BspConfig, ExportSettings
+
 
 class Mode(StrEnum):
     RUN = "run"  # every process on the host
@@ -25,3 +27,12 @@ class Config:
     idle_timeout_s: float = 300.0
     stats_interval_s: float = 10.0
     batch_delay_s: float = 0.5
+    # run mode: which processes to report (ebpf_tracer.selection.SelectionConfig)
+    selection: object | None = None
+    k8s: bool | None = None  # pod metadata: None = when running in a cluster
+    k8s_node_name: str | None = None  # default: $NODE_NAME
+    # Export: flags > --config file > OTEL_* environment (None: environment only).
+    export_settings: ExportSettings | None = None
+    bsp: BspConfig | None = None  # None: defaults, with batch_delay_s as the schedule delay
+    metrics_port: int | None = None  # --metrics-port: serve Prometheus metrics
+    metrics_address: str = "127.0.0.1"

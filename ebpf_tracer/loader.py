@@ -89,6 +89,7 @@ class Probes:
             fn = self.bpf.load_func(name, bcc.BPF.TRACEPOINT)
             progs[ctypes.c_int(i)] = ctypes.c_int(fn.fd)
         self._traced = self.bpf[b"traced_pids"]
+        self._excluded = self.bpf[b"excluded_pids"]
         self._counters = self.bpf[b"counters"]
         self._conns = self.bpf[b"conns"]
         self._cb: Callable[[bytes], None] | None = None
@@ -97,6 +98,10 @@ class Probes:
 
     def trace_pid(self, pid: int) -> None:
         self._traced[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def exclude_pid(self, pid: int) -> None:
+        """run mode: stop tracing a process until it execs another program."""
+        self._excluded[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
     def untrace_pid(self, pid: int) -> None:
         try:
