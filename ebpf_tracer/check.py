@@ -46,9 +46,17 @@ def check_privileges() -> Check:
                  "run as root: sudo ebpf-tracer ... (in Kubernetes: privileged: true)")
 
 
+def _is_dir(p: Path) -> bool:
+    """is_dir() that says False where we may not look (not root)."""
+    try:
+        return p.is_dir()
+    except OSError:
+        return False
+
+
 def tracefs() -> Path | None:
     for p in TRACEFS_CANDIDATES:
-        if (p / "events").is_dir():
+        if _is_dir(p / "events"):
             return p
     return None
 
@@ -57,6 +65,8 @@ def check_tracefs() -> Check:
     p = tracefs()
     if p:
         return Check("tracefs", True, str(p))
+    if os.geteuid() != 0 and os.path.ismount("/sys/kernel/tracing"):
+        return Check("tracefs", False, "mounted, but only root may read it", "run as root")
     return Check("tracefs", False, "tracefs is not mounted",
                  "mount -t tracefs nodev /sys/kernel/tracing (make setup does this)")
 
@@ -64,8 +74,9 @@ def check_tracefs() -> Check:
 def check_tracepoints() -> Check:
     p = tracefs()
     if not p:
-        return Check("tracepoints", False, "cannot look without tracefs", "mount tracefs first")
-    missing = [t for t in REQUIRED_TRACEPOINTS if not (p / "events" / t).is_dir()]
+        return Check("tracepoints", False, "cannot look without tracefs",
+                     "fix tracefs (above) first")
+    missing = [t for t in REQUIRED_TRACEPOINTS if not _is_dir(p / "events" / t)]
     if missing:
         return Check("tracepoints", False, "missing: " + ", ".join(missing),
                      "needs a kernel with CONFIG_FTRACE_SYSCALLS=y")

@@ -384,3 +384,16 @@ def test_attach_stops_when_the_process_exits(start_agent, procs):
     rc, _, err = agent.stop()
     assert rc == 0, err
     assert "every traced process has exited" in err
+
+
+def test_not_root_gets_one_line_errors_and_fixes():
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    p = subprocess.run([*nobody, str(TRACER), "attach", "--pid", "1"], capture_output=True,
+                       text=True, timeout=60, cwd="/")
+    assert p.returncode == 1
+    assert p.stderr.count("\n") == 1 and "must run as root" in p.stderr, p.stderr
+    p = subprocess.run([*nobody, str(TRACER), "check"], capture_output=True, text=True,
+                       timeout=60, cwd="/")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "FAIL privileges" in p.stdout and "fix: run as root" in p.stdout
+    assert "this machine cannot trace yet" in p.stdout
