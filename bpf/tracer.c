@@ -69,8 +69,11 @@ struct conn_state {
     __u8 role;
     __u8 proto;
     __u8 tries;
-    __u8 flags;
-    __u32 _pad;
+    __u8 flags;     /* EVF_EXISTING; EVF_TLS once a TLS library probe saw it */
+    __u8 tls_proto; /* inferred from the plaintext (tls.c) */
+    __u8 tls_tries;
+    __u16 _pad;
+    __u64 tls_pos[2]; /* plaintext byte positions (tls.c) */
 };
 
 /* What an entry tracepoint leaves for its exit. */
@@ -116,6 +119,18 @@ BPF_HASH(active_args, __u64, struct args_t, 16384);
 BPF_HASH(active_accept, __u64, struct accept_args, 4096);
 BPF_HASH(active_connect, __u64, struct accept_args, 4096);
 BPF_PERCPU_ARRAY(scratch, struct data_event, 1);
+/* An SSL_read/SSL_write in progress on this thread (tls.c): its syscall's fd
+ * names the SSL object's socket; the ciphertext itself is not submitted. */
+struct ssl_args {
+    __u64 ssl;
+    __u64 buf;
+    __u64 outp;  /* SSL_*_ex: size_t *readbytes/written; else 0 */
+    __s32 fd;    /* nested syscall's fd; -1 while none */
+    __u8 direction;
+    __u8 _pad[3];
+};
+BPF_HASH(active_ssl, __u64, struct ssl_args, 16384);
+
 BPF_PROG_ARRAY(data_prog, 2);
 /* Counters the agent reads: 0 ringbuf drops, 1 data events, 2 conns opened,
  * 3 bytes not copied (beyond MAX_COPY), 4 inference misses. */
@@ -308,7 +323,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     struct conn_state *st = conns.lookup(&key);
     if (!st)
         return 0;
-    if (st->proto != PROTO_NONE && st->proto != PROTO_UNKNOWN) {
+    if ((st->proto != PROTO_NONE && st->proto != PROTO_UNKNOWN) ||
+        (st->tls_proto != PROTO_NONE && st->tls_proto != PROTO_UNKNOWN)) {
         struct event_hdr h = {};
         fill_hdr(&h, EVT_CLOSE, id, args->fd);
         h.role = st->role;
@@ -349,6 +365,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32;
+    /* A thread that dies inside SSL_read never returns: forget its call,
+     * or a later thread with its id would have its syscalls ignored. */
+    active_ssl.delete(&id);
     if ((__u32)id != tgid || tgid == AGENT_PID)
         return 0;
     /* Excluded processes report their exit too: the agent forgets them. */
@@ -368,14 +387,26 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 
 /* ---- data ----------------------------------------------------------------- */
 
+static __always_inline int ssl_nested(__u64 id, __s32 fd) {
+    struct ssl_args *sa = active_ssl.lookup(&id);
+    if (!sa)
+        return 0;
+    if (sa->fd < 0)
+        sa->fd = fd;
+    return 1;
+}
+
 static __always_inline int stash(__u8 kind, __u8 dir, __s32 fd, __u64 ptr, __u64 cnt) {
     __u64 id = bpf_get_current_pid_tgid();
     if (!is_traced(id >> 32))
         return 0;
+    if (ssl_nested(id, fd))
+        return 0;
     struct conn_key key = {.pid = id >> 32, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
-    /* Known not-HTTP: the map lookup is all it costs. */
-    if (st && st->proto == PROTO_NONE)
+    /* Known not-HTTP, or TLS (its plaintext comes from tls.c): the map
+     * lookup is all it costs. */
+    if (st && (st->proto == PROTO_NONE || (st->flags & EVF_TLS)))
         return 0;
     struct args_t a = {.kind = kind, .direction = dir, .fd = fd, .ptr = ptr, .cnt = cnt};
     active_args.update(&id, &a);
@@ -678,3 +709,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) { return stash(K_MMSG, DIR_EGRESS
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return finish_data(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { return stash(K_SENDFILE, DIR_EGRESS, args->out_fd, 0, 0); }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64) { return finish_data(args, args->ret); }
+
+/* OpenSSL uprobes: plaintext of TLS connections. */
+#include "tls.c"

@@ -26,6 +26,7 @@ from .metrics import ParserTotals, snapshot
 from .resources import ResourceCache
 from .selection import SelectionConfig, Selector, State
 from .spans import record_span
+from .tls import TlsWatcher
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class Agent:
         self.spans_unknown_peer = 0  # peer address unresolved
         self.spans_partial = 0  # framing not exact (lost bytes, truncated)
         self._stop = False
+        self.tls = TlsWatcher()  # OpenSSL uprobes, once per library file
 
     # -- setup ---------------------------------------------------------------
 
@@ -124,8 +126,12 @@ class Agent:
                 agent_pid=os.getpid(),
             )
         )
+        self.tls.attach = self.probes.attach_ssl
+        self.tls.start()
         if self.cfg.mode is not Mode.RUN:
             self.add_pids(self.cfg.pids)
+        else:
+            self.tls.scan_all(exclude=os.getpid())  # libssl in containers; say who is visible
         if self._pod_store is not None:
             self._start_pod_watcher()  # async: spans carry pod attributes once known
         # Warm the address resolver (imports pyroute2, first dump) so the first
@@ -168,6 +174,7 @@ class Agent:
         for pid in descendants(pids):
             self.probes.trace_pid(pid)
             self.resources.get(pid)  # read /proc now, while the process lives
+            self.tls.scan(pid)  # hook its libssl; say whether its TLS is visible
 
     def _exclude(self, pid: int, fd: int) -> None:
         """Selection said no: the kernel stops tracing the process (until exec)."""
@@ -210,11 +217,13 @@ class Agent:
                 out = self.conns.on_close(pid, fd, gen, ts)
             elif etype == _EXEC:
                 self.resources.forget(pid)  # a new program: read /proc again
+                self.tls.on_exec(pid)
                 if self.selector is not None:
                     self.selector.forget(pid)
                 return
             elif etype == _EXIT:
                 out = self.conns.on_process_exit(pid, ts)
+                self.tls.forget(pid)
                 self.resources.forget(pid)
                 if self.selector is not None:
                     self.selector.forget(pid)
@@ -273,6 +282,7 @@ class Agent:
         last_house = last_stats = time.monotonic()
         while not self._stop:
             self.probes.poll(100)
+            self.tls.tick()
             now = time.monotonic()
             if now - last_house >= 1.0:
                 last_house = now

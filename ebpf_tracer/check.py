@@ -137,10 +137,36 @@ def check_load() -> Check:
     return Check("load eBPF programs", True, f"compiled and attached {n} tracepoints")
 
 
+def check_tls() -> Check:
+    """Which TLS libraries the OpenSSL uprobes can hook (optional: plain HTTP
+    is traced without any)."""
+    from .tls import system_libssl
+
+    hookable = []
+    for path in system_libssl():
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        syms = [s for s in ("SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex")
+                if s.encode() + b"\0" in data]
+        if syms:
+            hookable.append(f"{path} ({', '.join(syms)})")
+    unsupported = ("not hookable yet (their HTTPS is not visible): statically linked TLS, "
+                   "e.g. grpcio's BoringSSL, Node's bundled OpenSSL, Go crypto/tls, rustls")
+    if not hookable:
+        return Check("tls", False, "no OpenSSL libssl found: HTTPS traffic is not visible; "
+                     + unsupported, "install OpenSSL's libssl (libssl3 or libssl1.1)")
+    return Check("tls", True, "can hook OpenSSL " + "; ".join(hookable) + "; " + unsupported)
+
+
+OPTIONAL = ("btf", "tls")  # missing ones warn, not fail
+
+
 def run_checks() -> list[Check]:
     checks = [check_privileges(), check_tracefs(), check_tracepoints(), check_btf(),
-              check_ringbuf(), check_bcc(), check_headers()]
-    if all(c.ok for c in checks if c.name != "btf"):
+              check_ringbuf(), check_bcc(), check_headers(), check_tls()]
+    if all(c.ok for c in checks if c.name not in OPTIONAL):
         checks.append(check_load())
     else:
         checks.append(Check("load eBPF programs", False, "skipped", "fix the items above"))
@@ -148,4 +174,4 @@ def run_checks() -> list[Check]:
 
 
 def can_trace(checks: list[Check]) -> bool:
-    return all(c.ok for c in checks if c.name != "btf")
+    return all(c.ok for c in checks if c.name not in OPTIONAL)

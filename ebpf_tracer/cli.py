@@ -221,13 +221,15 @@ class _Stopper:
 
 
 def _finish(agent) -> None:  # noqa: ANN001
+    # Kernel counters are only readable while the probes are attached.
+    final = agent.stats()
     agent.shutdown()
     st = agent.batcher.stats
     dropped = sum(st.spans_dropped.values())
     if dropped:
         why = ", ".join(f"{k}={v}" for k, v in sorted(st.spans_dropped.items()) if v)
         click.echo(f"ebpf-tracer: {dropped} spans could not be delivered ({why})", err=True)
-    log.debug("final stats %s", agent.stats())
+    log.debug("final stats %s", final)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -399,12 +401,12 @@ def stats(metrics_url: str | None, metrics_port: int | None, metrics_address: st
 @main.command()
 def check() -> None:
     """Say whether this machine can trace, and how to fix what is missing."""
-    from .check import can_trace, run_checks
+    from .check import OPTIONAL, can_trace, run_checks
 
     checks = run_checks()
     width = max(len(c.name) for c in checks)
     for c in checks:
-        mark = "ok  " if c.ok else ("warn" if c.name == "btf" else "FAIL")
+        mark = "ok  " if c.ok else ("warn" if c.name in OPTIONAL else "FAIL")
         click.echo(f"{mark} {c.name:<{width}}  {c.detail}")
         if not c.ok and c.fix:
             click.echo(f"     {'':<{width}}  fix: {c.fix}")

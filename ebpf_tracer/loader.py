@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,14 @@ from . import events
 from .errors import TracerError
 
 log = logging.getLogger(__name__)
+
+# OpenSSL functions whose plaintext we read, and each one's entry program.
+SSL_FUNCS = (
+    ("SSL_read", b"ssl_read_enter"),
+    ("SSL_write", b"ssl_write_enter"),
+    ("SSL_read_ex", b"ssl_read_ex_enter"),
+    ("SSL_write_ex", b"ssl_write_ex_enter"),
+)
 
 COUNTER_NAMES = ("ringbuf_lost", "data_events", "conns_opened", "bytes_not_copied", "not_http")
 
@@ -25,6 +35,10 @@ class LoaderConfig:
     max_conns: int = 65536
     trace_all: bool = False
     agent_pid: int = 0
+    # After a poll that consumed records, sleep this long so the next poll finds a
+    # batch: one wakeup per batch instead of one per record (0: wake per record).
+    # EBPF_TRACER_POLL_BATCH_MS overrides it (bench/ compares 0 and the default).
+    poll_batch_ms: float = float(os.environ.get("EBPF_TRACER_POLL_BATCH_MS", "5"))
 
 
 def kernel_headers() -> Path | None:
@@ -51,19 +65,30 @@ def _check_max_copy(n: int) -> None:
         raise TracerError(f"--max-copy must be a power of two between 256 and 16384, got {n}")
 
 
+def _main_source(path: Path) -> str:
+    """tracer.c with its `#include "x.c"` lines replaced by the files: BCC
+    makes programs only of functions in the main file."""
+    def sub(m: re.Match) -> str:
+        return (path.parent / m.group(1)).read_text()
+
+    return re.sub(r'^#include "(\w+\.c)"\s*$', sub, path.read_text(), flags=re.M)
+
+
 class Probes:
     """The loaded programs: traced-PID map, ring buffer, counters."""
 
     def __init__(self, cfg: LoaderConfig) -> None:
         _check_max_copy(cfg.max_copy)
         bcc = import_bcc()
+        self._lib = bcc.lib
+        self._batch_s = cfg.poll_batch_ms / 1000
         if kernel_headers() is None:
             raise TracerError(
                 f"no kernel headers at /lib/modules/{os.uname().release}/build; "
                 "run `make setup` (installs linux-headers-amd64 and links them), "
                 "or mount the host's /lib/modules and /usr/src"
             )
-        src = (events.BPF_DIR / "tracer.c").read_text()
+        src = _main_source(events.BPF_DIR / "tracer.c")
         cflags = [
             f"-I{events.BPF_DIR / 'include'}",
             f"-DMAX_COPY={cfg.max_copy}",
@@ -93,8 +118,32 @@ class Probes:
         self._counters = self.bpf[b"counters"]
         self._conns = self.bpf[b"conns"]
         self._cb: Callable[[bytes], None] | None = None
+        self._ssl_attached: set[str] = set()
         n_tp = self.bpf.num_open_tracepoints()
         log.debug("attached %d tracepoints (max_copy=%d)", n_tp, cfg.max_copy)
+
+    def attach_ssl(self, path: str) -> int:
+        """Uprobes on one OpenSSL library file (every process mapping it; the
+        kernel keeps to the traced set). Returns how many functions were hooked."""
+        if path in self._ssl_attached:
+            return 0
+        self._ssl_attached.add(path)
+        n = 0
+        for sym, enter in SSL_FUNCS:
+            try:
+                self.bpf.attach_uprobe(name=path, sym=sym, fn_name=enter, pid=-1)
+            except Exception as e:  # noqa: BLE001 - e.g. SSL_read_ex absent (OpenSSL 1.1.0)
+                log.debug("uprobe %s:%s: %s", path, sym, e)
+                continue
+            try:
+                self.bpf.attach_uretprobe(name=path, sym=sym, fn_name=b"ssl_ret", pid=-1)
+            except Exception as e:  # noqa: BLE001
+                log.debug("uretprobe %s:%s: %s", path, sym, e)
+                self.bpf.detach_uprobe(name=path, sym=sym, pid=-1)
+                continue
+            n += 1
+        log.debug("TLS: hooked %d functions in %s", n, path)
+        return n
 
     def trace_pid(self, pid: int) -> None:
         self._traced[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
@@ -117,6 +166,7 @@ class Probes:
         except KeyError:
             return
         leaf.proto = events.Proto.NONE
+        leaf.tls_proto = events.Proto.NONE
         self._conns[key] = leaf
 
     def open_ring_buffer(self, callback: Callable[[memoryview], None]) -> None:
@@ -130,7 +180,10 @@ class Probes:
         self.bpf[b"events"].open_ring_buffer(_cb)
 
     def poll(self, timeout_ms: int = 100) -> None:
-        self.bpf.ring_buffer_poll(timeout_ms)
+        # bpf_poll_ringbuf returns the records consumed (BCC's wrapper drops it).
+        n = self._lib.bpf_poll_ringbuf(self.bpf._ringbuf_manager, timeout_ms)
+        if n > 0 and timeout_ms and self._batch_s:
+            time.sleep(self._batch_s)
 
     def counters(self) -> dict[str, int]:
         out = {}

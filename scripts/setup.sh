@@ -15,7 +15,7 @@ fi
 
 # System packages: BCC and its Python module, kernel headers, and the real
 # servers/clients the end-to-end tests and the demo drive.
-PKGS="bpfcc-tools python3-bpfcc linux-headers-amd64 nginx-light wrk curl nghttp2-client nghttp2-server nodejs"
+PKGS="bpfcc-tools python3-bpfcc linux-headers-amd64 nginx-light wrk curl nghttp2-client nghttp2-server nodejs openssl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -79,4 +79,6 @@ if [ ! -e "$STAMP" ]; then
     touch "$STAMP"
 fi
 .venv/bin/python -c 'import bcc, ebpf_tracer' || { echo "setup: the venv cannot import bcc" >&2; exit 1; }
+# Arize Phoenix, the real OTLP backend of the export tests, in its own venv.
+bash scripts/setup-phoenix.sh
 echo "setup: ok (.venv/bin/ebpf-tracer)"

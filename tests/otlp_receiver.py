@@ -5,16 +5,21 @@
         ...
         spans = rx.wait_for(lambda s: s.name == "GET /", timeout=10)
 
-It decodes what arrives exactly as a collector would (gzip included), keeps
-every span with its resource, and records each request's headers so tests
-can check what was sent. ``fail_next`` makes it answer with errors for a
-while, to exercise the exporters' retries against a real server.
+It decodes what arrives exactly as a collector would (gzip, OTLP/JSON
+included), keeps every span with its resource, and records each request's
+headers so tests can check what was sent. ``fail_next`` makes it answer with
+errors for a while (optionally with a google.rpc.RetryInfo delay), to exercise
+the exporters' retries against a real server. Given fixed ports, a stopped
+receiver can be started again where the tracer expects it (a backend restart).
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.server
+import json
+import socket
 import ssl
 import threading
 import time
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -77,6 +84,30 @@ class _Failure:
     http_status: int
     grpc_code: grpc.StatusCode
     retry_after: str | None = None
+    retry_delay_s: float | None = None  # google.rpc.RetryInfo in the error status
+    message: str = "injected failure"
+
+    def status(self, code: int) -> status_pb2.Status:
+        """The google.rpc.Status a collector sends with the error."""
+        status = status_pb2.Status(code=code, message=self.message)
+        if self.retry_delay_s is not None:
+            info = error_details_pb2.RetryInfo()
+            info.retry_delay.FromNanoseconds(int(self.retry_delay_s * 1e9))
+            status.details.add().Pack(info)
+        return status
+
+
+def parse_json_request(body: bytes) -> trace_service_pb2.ExportTraceServiceRequest:
+    """OTLP/JSON → protobuf. OTLP/JSON ids are hex where protobuf's JSON mapping
+    expects base64, so they are converted first."""
+    data = json.loads(body)
+    for resource_spans in data.get("resourceSpans", []):
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if span.get(key):
+                        span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    return json_format.ParseDict(data, trace_service_pb2.ExportTraceServiceRequest())
 
 
 def any_value(value: AnyValue) -> Any:
@@ -97,9 +128,17 @@ def _attrs(key_values: Any) -> dict[str, Any]:
 class OtlpReceiver:
     """gRPC + HTTP OTLP trace receiver on ephemeral loopback ports. Thread-safe."""
 
-    def __init__(self, *, tls_cert: str | None = None, tls_key: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        grpc_port: int = 0,
+        http_port: int = 0,
+    ) -> None:
         """With ``tls_cert``/``tls_key`` (PEM files) both servers speak TLS and the
-        endpoints are https:// URLs."""
+        endpoints are https:// URLs. Ports default to ephemeral ones; ``start()``
+        after ``stop()`` listens on the same ports again."""
         self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
         self._cond = threading.Condition()
         self._spans: list[ReceivedSpan] = []
@@ -109,26 +148,32 @@ class OtlpReceiver:
         self._grpc_server: grpc.Server | None = None
         self._http_server: http.server.ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
-        self.grpc_port = 0
-        self.http_port = 0
+        self._http_conns: set[socket.socket] = set()  # open keep-alive connections
+        self._http_busy = 0  # HTTP requests being handled
+        self._stopping = False
+        self.grpc_port = grpc_port
+        self.http_port = http_port
 
     # --- lifecycle -----------------------------------------------------------
 
     def start(self) -> OtlpReceiver:
+        self._stopping = False
         self._grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
             _GrpcServicer(self), self._grpc_server
         )
+        address = f"{LISTEN_HOST}:{self.grpc_port}"
         if self._tls is None:
-            self.grpc_port = self._grpc_server.add_insecure_port(f"{LISTEN_HOST}:0")
+            self.grpc_port = self._grpc_server.add_insecure_port(address)
         else:
             cert, key = (open(path, "rb").read() for path in self._tls)
             credentials = grpc.ssl_server_credentials([(key, cert)])
-            self.grpc_port = self._grpc_server.add_secure_port(f"{LISTEN_HOST}:0", credentials)
+            self.grpc_port = self._grpc_server.add_secure_port(address, credentials)
         self._grpc_server.start()
 
         handler = type("Handler", (_HttpHandler,), {"receiver": self})
-        self._http_server = http.server.ThreadingHTTPServer((LISTEN_HOST, 0), handler)
+        self._http_server = http.server.ThreadingHTTPServer((LISTEN_HOST, self.http_port),
+                                                            handler)
         self._http_server.daemon_threads = True
         if self._tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -147,13 +192,26 @@ class OtlpReceiver:
         return self
 
     def stop(self) -> None:
+        """Stop like a collector shutting down gracefully: requests already being
+        handled are answered (so nothing recorded goes unacknowledged), later ones
+        are refused, and kept-alive connections are closed."""
+        with self._cond:
+            self._stopping = True
         if self._grpc_server is not None:
-            self._grpc_server.stop(grace=None)
+            self._grpc_server.stop(grace=2.0).wait(5)
             self._grpc_server = None
         if self._http_server is not None:
             self._http_server.shutdown()
             self._http_server.server_close()
             self._http_server = None
+            with self._cond:
+                self._cond.wait_for(lambda: self._http_busy == 0, timeout=5)
+                conns, self._http_conns = list(self._http_conns), set()
+            for conn in conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def __enter__(self) -> OtlpReceiver:
         return self.start()
@@ -238,10 +296,17 @@ class OtlpReceiver:
         http_status: int = 503,
         grpc_code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
         retry_after: str | None = None,
+        retry_delay_s: float | None = None,
+        message: str = "injected failure",
     ) -> None:
-        """Answer the next ``times`` export requests (either transport) with an error."""
+        """Answer the next ``times`` export requests (either transport) with an error.
+
+        ``retry_after`` is an HTTP Retry-After header; ``retry_delay_s`` puts a
+        google.rpc.RetryInfo in the error's google.rpc.Status (gRPC trailers, or
+        the HTTP body); ``message`` is the status message."""
         with self._cond:
-            self._failure = _Failure(times, http_status, grpc_code, retry_after)
+            self._failure = _Failure(times, http_status, grpc_code, retry_after, retry_delay_s,
+                                     message)
 
     def respond_partial_success(self, rejected_spans: int, error_message: str = "") -> None:
         """Accept requests but report ``rejected_spans`` refused (OTLP partial success)."""
@@ -321,7 +386,10 @@ class _GrpcServicer(trace_service_pb2_grpc.TraceServiceServicer):
         if failure is not None:
             meta.status = failure.grpc_code.value[0]
             self.receiver._record_rejected(meta)
-            context.abort(failure.grpc_code, "injected failure")
+            status = failure.status(meta.status)
+            context.set_trailing_metadata(
+                (("grpc-status-details-bin", status.SerializeToString()),))
+            context.abort(failure.grpc_code, failure.message)
         self.receiver._record(request, meta)
         return self.receiver._response()
 
@@ -330,7 +398,31 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
     receiver: OtlpReceiver
     protocol_version = "HTTP/1.1"  # keep-alive, like a real collector
 
+    def setup(self) -> None:
+        super().setup()
+        with self.receiver._cond:
+            self.receiver._http_conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.receiver._cond:
+            self.receiver._http_conns.discard(self.connection)
+        super().finish()
+
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        receiver = self.receiver
+        with receiver._cond:
+            if receiver._stopping:
+                self.close_connection = True  # refused unread: the client retries
+                return
+            receiver._http_busy += 1
+        try:
+            self._post()
+        finally:
+            with receiver._cond:
+                receiver._http_busy -= 1
+                receiver._cond.notify_all()
+
+    def _post(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -343,25 +435,41 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
             self.receiver._record_rejected(meta)
             return self._reply(404, b"not found", "text/plain")
         failure = self.receiver._take_failure()
+        content_type = headers.get("content-type", "")
+        is_json = content_type.startswith("application/json")
         if failure is not None:
             meta.status = failure.http_status
             self.receiver._record_rejected(meta)
             extra = {"Retry-After": failure.retry_after} if failure.retry_after else {}
-            return self._reply(failure.http_status, b"injected failure", "text/plain", extra)
-        if "protobuf" not in headers.get("content-type", ""):
+            # OTLP/HTTP: the error body is a google.rpc.Status in the request's encoding.
+            status = failure.status(failure.http_status)
+            if is_json:
+                body = json_format.MessageToJson(status).encode()
+                return self._reply(failure.http_status, body, "application/json", extra)
+            return self._reply(failure.http_status, status.SerializeToString(),
+                               "application/x-protobuf", extra)
+        if "protobuf" not in content_type and not is_json:
             meta.status = 415
             self.receiver._record_rejected(meta)
-            return self._reply(415, b"only application/x-protobuf", "text/plain")
-        request = trace_service_pb2.ExportTraceServiceRequest()
+            return self._reply(415, b"only application/x-protobuf or application/json",
+                               "text/plain")
         try:
-            request.ParseFromString(gzip.decompress(body) if compressed else body)
+            raw = gzip.decompress(body) if compressed else body
+            if is_json:
+                request = parse_json_request(raw)
+            else:
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(raw)
         except Exception as exc:  # noqa: BLE001 - any garbage is the client's fault
             meta.status = 400
             self.receiver._record_rejected(meta)
             return self._reply(400, f"bad request: {exc}".encode(), "text/plain")
         self.receiver._record(request, meta)
-        reply = self.receiver._response().SerializeToString()
-        self._reply(200, reply, "application/x-protobuf")
+        response = self.receiver._response()
+        if is_json:
+            self._reply(200, json_format.MessageToJson(response).encode(), "application/json")
+        else:
+            self._reply(200, response.SerializeToString(), "application/x-protobuf")
 
     def _reply(
         self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None

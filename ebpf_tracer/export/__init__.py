@@ -13,13 +13,15 @@ from typing import TextIO
 
 from .base import SpanExporter
 from .batcher import BatchSpanProcessor, ExportStats
-from .config import OtlpConfig
+from .config import BspConfig, ExportSettings, OtlpConfig
 from .errors import ExportConfigError
 
 __all__ = [
     "EXPORTER_KINDS",
     "BatchSpanProcessor",
+    "BspConfig",
     "ExportConfigError",
+    "ExportSettings",
     "ExportStats",
     "OtlpConfig",
     "SpanExporter",
@@ -30,10 +32,13 @@ __all__ = [
 EXPORTER_KINDS = ("console", "jsonl", "otlp")
 
 
-def default_exporter_kind(environ: Mapping[str, str]) -> str:
-    """"otlp" when an OTLP endpoint is configured in ``environ``, else "console"."""
+def default_exporter_kind(config: Mapping[str, str] | ExportSettings) -> str:
+    """"otlp" when an OTLP endpoint is configured (in an environment mapping, or
+    in layered settings), else "console"."""
+    if isinstance(config, ExportSettings):
+        return "otlp" if config.endpoint() is not None else "console"
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        if environ.get(name, "").strip():
+        if config.get(name, "").strip():
             return "otlp"
     return "console"
 
@@ -44,12 +49,14 @@ def make_exporter(
     output: str | None = None,
     environ: Mapping[str, str] | None = None,
     stream: TextIO | None = None,
+    settings: ExportSettings | None = None,
 ) -> SpanExporter:
     """Build the exporter named ``kind``.
 
     ``output`` is a file path for console/jsonl ("-" or None: ``stream``, else
-    stdout). ``environ`` (default ``os.environ``) supplies the
-    ``OTEL_EXPORTER_OTLP_*`` settings for "otlp". Raises ExportConfigError.
+    stdout). ``settings`` (flags, config file, environment), else ``environ``
+    (default ``os.environ``), supplies the OTLP settings for "otlp". Raises
+    ExportConfigError.
     """
     if kind == "console":
         from .console import ConsoleExporter
@@ -76,7 +83,9 @@ def make_exporter(
                 f"an output file ({output!r}) does not apply to the otlp exporter; "
                 "set OTEL_EXPORTER_OTLP_ENDPOINT for otlp, or choose the jsonl exporter"
             )
-        config = OtlpConfig.from_env(os.environ if environ is None else environ)
+        if settings is None:
+            settings = ExportSettings.from_env(os.environ if environ is None else environ)
+        config = OtlpConfig.from_settings(settings)
         if config.protocol == "grpc":
             from .otlp_grpc import OtlpGrpcExporter
 

@@ -111,8 +111,32 @@ def _set_int(out: Any, value: int) -> None:
 # --- OTLP/JSON -------------------------------------------------------------
 
 
-def span_to_json(span: Span) -> dict[str, Any]:
-    """The span as an OTLP/JSON-style dict, plus its resource (for JSON lines)."""
+def encode_spans_json(spans: Sequence[Span]) -> dict[str, Any]:
+    """One ExportTraceServiceRequest in the OTLP/JSON encoding (``http/json``):
+    lowerCamelCase names, hex ids, integer enums, int64 as strings."""
+    by_resource: dict[Resource, list[dict[str, Any]]] = {}
+    for span in spans:
+        out = span_to_json(span, with_resource=False)
+        group = by_resource.get(span.resource)
+        if group is None:
+            by_resource[span.resource] = [out]
+        else:
+            group.append(out)
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": attributes_to_json(resource.attributes)},
+                "scopeSpans": [
+                    {"scope": {"name": SCOPE_NAME, "version": SCOPE_VERSION}, "spans": group}
+                ],
+            }
+            for resource, group in by_resource.items()
+        ]
+    }
+
+
+def span_to_json(span: Span, *, with_resource: bool = True) -> dict[str, Any]:
+    """The span as an OTLP/JSON dict, plus its resource (for JSON lines)."""
     out: dict[str, Any] = {
         "traceId": span.trace_id.hex(),
         "spanId": span.span_id.hex(),
@@ -125,7 +149,8 @@ def span_to_json(span: Span) -> dict[str, Any]:
     out["endTimeUnixNano"] = str(span.end_time_ns)
     out["attributes"] = attributes_to_json(span.attributes.items())
     out["status"] = {"code": int(span.status_code), "message": span.status_message}
-    out["resource"] = {"attributes": attributes_to_json(span.resource.attributes)}
+    if with_resource:
+        out["resource"] = {"attributes": attributes_to_json(span.resource.attributes)}
     return out
 
 

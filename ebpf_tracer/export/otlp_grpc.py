@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Sequence
 
 import grpc
@@ -14,28 +12,27 @@ from ..model import Span
 from .config import OtlpConfig
 from .encoder import encode_spans
 from .errors import ExportConfigError
+from .otlp_common import OtlpTransport, decode_status
 from .retry import (
     DEFAULT_POLICY,
     RETRYABLE_GRPC_CODES,
     SUCCESS,
     Outcome,
     RetryPolicy,
-    call_with_retry,
 )
 
-log = logging.getLogger(__name__)
-
 USER_AGENT = f"ebpf-tracer/{__version__}"
+# Where a server puts its google.rpc.Status (with RetryInfo) on an error.
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
-class OtlpGrpcExporter:
+class OtlpGrpcExporter(OtlpTransport):
     """Sends spans to ``config.endpoint`` (host:port) with TraceService/Export."""
 
+    name = "OTLP/gRPC"
+
     def __init__(self, config: OtlpConfig, *, retry_policy: RetryPolicy = DEFAULT_POLICY) -> None:
-        self.config = config
-        self.retry_policy = retry_policy
-        self.rejected_spans = 0  # spans the collector refused via partial_success
-        self._stop = threading.Event()
+        super().__init__(config, retry_policy=retry_policy)
         self._metadata = tuple(config.headers.items()) or None
         gzip = config.compression == "gzip"
         self._compression = grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression
@@ -58,11 +55,11 @@ class OtlpGrpcExporter:
             )
         self._stub = TraceServiceStub(self._channel)
 
-    def export(self, spans: Sequence[Span]) -> bool:
+    def export(self, spans: Sequence[Span]) -> Outcome:
         if not spans:
-            return True
+            return SUCCESS
         if self._stop.is_set():
-            return False
+            return Outcome(ok=False, detail="exporter shut down", code="shutdown")
         request = encode_spans(spans)
 
         def attempt(timeout_s: float) -> Outcome:
@@ -74,50 +71,44 @@ class OtlpGrpcExporter:
                     compression=self._compression,
                 )
             except grpc.RpcError as exc:
-                code = exc.code() if isinstance(exc, grpc.Call) else None
-                name = code.name if code is not None else "UNKNOWN"
-                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-                return Outcome(
-                    ok=False, retryable=name in RETRYABLE_GRPC_CODES, detail=f"{name}: {details}"
-                )
+                return _failure(exc)
             if response.HasField("partial_success"):
-                self._note_partial_success(
+                return self._partial_success(
                     response.partial_success.rejected_spans,
                     response.partial_success.error_message,
                 )
             return SUCCESS
 
-        result = call_with_retry(
-            attempt,
-            timeout_s=self.config.timeout_s,
-            policy=self.retry_policy,
-            wait=self._stop.wait,
-        )
-        if not result.outcome.ok:
-            # One line, no traceback: a collector outage is an operational state, not a bug.
-            log.warning(
-                "OTLP/gRPC export of %d spans to %s failed after %d attempt(s): %s",
-                len(spans),
-                self.config.endpoint,
-                result.attempts,
-                result.outcome.detail,
-            )
-            return False
-        return True
-
-    def _note_partial_success(self, rejected: int, message: str) -> None:
-        if rejected or message:
-            self.rejected_spans += rejected
-            log.warning(
-                "OTLP/gRPC collector %s rejected %d span(s): %s",
-                self.config.endpoint,
-                rejected,
-                message or "(no message)",
-            )
+        return self._with_retry(attempt, len(spans))
 
     def shutdown(self) -> None:
         self._stop.set()  # cuts short any backoff wait in progress
         self._channel.close()
+
+
+def _failure(exc: grpc.RpcError) -> Outcome:
+    if not isinstance(exc, grpc.Call):
+        return Outcome(ok=False, retryable=True, detail=str(exc), code="UNKNOWN")
+    code = exc.code()
+    name = code.name if code is not None else "UNKNOWN"
+    details = exc.details() or ""
+    delay = None
+    for key, value in exc.trailing_metadata() or ():
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            decoded = decode_status(value)
+            if decoded is not None:
+                details = decoded[0] or details
+                delay = decoded[1]
+    if name == "RESOURCE_EXHAUSTED":
+        # OTLP spec: retry only when the server says recovery is possible (RetryInfo);
+        # otherwise the backend is over quota and retrying only adds load.
+        retryable = delay is not None
+    else:
+        retryable = name in RETRYABLE_GRPC_CODES
+    if delay is not None:
+        details += f" (server asks to retry in {delay:.1f}s)"
+    return Outcome(ok=False, retryable=retryable, detail=f"{name}: {details}",
+                   retry_after_s=delay, code=name)
 
 
 def _credentials(config: OtlpConfig) -> grpc.ChannelCredentials:

@@ -13,8 +13,10 @@ from ebpf_tracer.export.batcher import (
     DROP_AFTER_SHUTDOWN,
     DROP_EXPORT_FAILED,
     DROP_QUEUE_FULL,
+    DROP_REJECTED,
     DROP_SHUTDOWN_TIMEOUT,
 )
+from ebpf_tracer.export.retry import SUCCESS, Outcome, RetryPolicy
 from ebpf_tracer.model import Resource, Span, SpanKind
 
 RESOURCE = Resource.from_dict({"service.name": "svc"})
@@ -147,7 +149,9 @@ def test_shutdown_keeps_its_deadline_with_a_stuck_exporter() -> None:
     processor.shutdown(timeout_s=0.3)
     assert time.monotonic() - started < 2.0
     assert exporter.shutdown_calls == 1
-    assert processor.stats.spans_dropped[DROP_SHUTDOWN_TIMEOUT] == 15
+    # The stuck batch was never confirmed delivered: it counts as dropped too.
+    assert processor.stats.spans_dropped[DROP_SHUTDOWN_TIMEOUT] == 20
+    assert processor.stats.spans_exported == 0
 
 
 def test_failed_exports_are_counted_and_dropped() -> None:
@@ -211,3 +215,168 @@ def test_force_flush_after_shutdown_is_harmless() -> None:
 def test_invalid_settings(kwargs) -> None:
     with pytest.raises(ValueError):
         BatchSpanProcessor(RecordingExporter(), **kwargs)
+
+
+# --- holding spans across a backend outage -------------------------------------------
+
+FAST_HOLD = RetryPolicy(initial_backoff_s=0.02, max_backoff_s=0.05)
+DOWN = Outcome(ok=False, retryable=True, detail="UNAVAILABLE", code="UNAVAILABLE")
+
+
+class FlakyBackend(RecordingExporter):
+    """Fails retryably while ``down`` is set; records only what it accepted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = threading.Event()
+        self.attempts = 0
+        self.outcome_when_down = DOWN
+
+    def export(self, spans: Sequence[Span]) -> Outcome:
+        self.attempts += 1
+        if self.down.is_set():
+            return self.outcome_when_down
+        super().export(spans)
+        return SUCCESS
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def balanced(processor: BatchSpanProcessor) -> bool:
+    st = processor.stats
+    return st.spans_queued == st.spans_exported + st.dropped_total + processor.pending
+
+
+def test_an_outage_within_the_queue_bound_loses_nothing_and_duplicates_nothing() -> None:
+    backend = FlakyBackend()
+    backend.down.set()
+    processor = BatchSpanProcessor(backend, max_queue_size=1000, max_export_batch_size=50,
+                                   schedule_delay_s=0.01, hold_policy=FAST_HOLD)
+    for i in range(600):
+        processor.on_end(make_span(i))
+        if i % 100 == 0:
+            time.sleep(0.02)  # let the worker fail a few times mid-traffic
+    assert wait_until(lambda: backend.attempts >= 5)
+    assert backend.names == [] and processor.pending == 600 and balanced(processor)
+    assert processor.backend_failing_s > 0
+
+    backend.down.clear()
+    assert processor.force_flush(timeout_s=5)
+    assert backend.names == [str(i) for i in range(600)]  # all, in order, once
+    assert processor.stats.spans_exported == 600
+    assert processor.stats.spans_dropped == {}
+    assert processor.stats.export_retries >= 5
+    assert processor.backend_failing_s == 0 and balanced(processor)
+    processor.shutdown()
+
+
+def test_an_outage_longer_than_the_queue_drops_the_oldest_and_counts_them() -> None:
+    backend = FlakyBackend()
+    backend.down.set()
+    processor = BatchSpanProcessor(backend, max_queue_size=100, max_export_batch_size=10,
+                                   schedule_delay_s=0.01, hold_policy=FAST_HOLD)
+    for i in range(250):
+        processor.on_end(make_span(i))
+        if i % 25 == 0:
+            time.sleep(0.01)
+    assert wait_until(lambda: backend.attempts >= 3)
+    backend.down.clear()
+    assert processor.force_flush(timeout_s=5)
+    names = [int(n) for n in backend.names]
+    assert len(names) == len(set(names)) == processor.stats.spans_exported
+    assert names == sorted(names) and names[-1] == 249  # the newest survive
+    # The held batch may be in flight (not in the queue) while spans arrive: at
+    # most one batch more than the queue bound survives.
+    assert 100 <= len(names) <= 110
+    assert processor.stats.spans_dropped == {DROP_QUEUE_FULL: 250 - len(names)}
+    assert balanced(processor)
+    processor.shutdown()
+
+
+def test_hold_backoff_grows_to_its_cap_and_honours_the_server_delay() -> None:
+    backend = FlakyBackend()
+    backend.down.set()
+    backend.outcome_when_down = Outcome(ok=False, retryable=True, retry_after_s=0.4, code="429")
+    processor = BatchSpanProcessor(backend, schedule_delay_s=0.01, hold_policy=FAST_HOLD)
+    processor.on_end(make_span(1))
+    time.sleep(1.0)
+    # Without the server's 0.4 s the 0.05 s cap would allow ~20 attempts.
+    assert 2 <= backend.attempts <= 4
+    processor.shutdown(timeout_s=0.1)
+
+
+def test_shutdown_interrupts_the_hold_backoff_and_counts_what_is_left() -> None:
+    backend = FlakyBackend()
+    backend.down.set()
+    slow = RetryPolicy(initial_backoff_s=60, max_backoff_s=60)
+    processor = BatchSpanProcessor(backend, max_export_batch_size=10, schedule_delay_s=0.01,
+                                   hold_policy=slow)
+    for i in range(25):
+        processor.on_end(make_span(i))
+    assert wait_until(lambda: backend.attempts >= 1)
+    started = time.monotonic()
+    processor.shutdown(timeout_s=0.5)
+    assert time.monotonic() - started < 2.0
+    assert backend.attempts >= 2  # shutdown tried once more at once, not after 60 s
+    assert processor.stats.spans_dropped == {DROP_SHUTDOWN_TIMEOUT: 25}
+    assert balanced(processor)
+
+
+def test_shutdown_delivers_held_spans_when_the_backend_returns_in_time() -> None:
+    backend = FlakyBackend()
+    backend.down.set()
+    processor = BatchSpanProcessor(backend, schedule_delay_s=0.01, hold_policy=FAST_HOLD)
+    for i in range(30):
+        processor.on_end(make_span(i))
+    assert wait_until(lambda: backend.attempts >= 2)
+    threading.Timer(0.3, backend.down.clear).start()
+    processor.shutdown(timeout_s=5)
+    assert backend.names == [str(i) for i in range(30)]
+    assert processor.stats.spans_dropped == {}
+
+
+def test_a_partial_success_counts_the_rejected_spans_as_dropped() -> None:
+    class Partial(RecordingExporter):
+        def export(self, spans: Sequence[Span]) -> Outcome:
+            super().export(spans)
+            return Outcome(ok=True, rejected=2, detail="too old")
+
+    processor = BatchSpanProcessor(Partial(), schedule_delay_s=60)
+    for i in range(5):
+        processor.on_end(make_span(i))
+    assert processor.force_flush(timeout_s=5)
+    assert processor.stats.spans_exported == 3
+    assert processor.stats.spans_dropped == {DROP_REJECTED: 2}
+    processor.shutdown()
+
+
+def test_a_non_retryable_outcome_drops_the_batch_without_holding() -> None:
+    backend = FlakyBackend()
+    backend.down.set()
+    backend.outcome_when_down = Outcome(ok=False, retryable=False, code="400")
+    processor = BatchSpanProcessor(backend, max_export_batch_size=4, schedule_delay_s=60,
+                                   hold_policy=FAST_HOLD)
+    for i in range(8):
+        processor.on_end(make_span(i))
+    assert processor.force_flush(timeout_s=5)
+    assert backend.attempts == 2
+    assert processor.stats.spans_dropped == {DROP_EXPORT_FAILED: 8}
+    assert processor.backend_failing_s == 0
+    processor.shutdown()
+
+
+def test_force_flush_reports_false_while_the_backend_is_down() -> None:
+    backend = FlakyBackend()
+    backend.down.set()
+    processor = BatchSpanProcessor(backend, schedule_delay_s=60, hold_policy=FAST_HOLD)
+    processor.on_end(make_span(1))
+    assert processor.force_flush(timeout_s=0.3) is False
+    assert processor.pending == 1
+    processor.shutdown(timeout_s=0.1)

@@ -138,7 +138,7 @@ def test_certificates(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("env", "named"),
     [
-        ({P + "PROTOCOL": "http/json"}, P + "PROTOCOL"),
+        ({P + "PROTOCOL": "http/xml"}, P + "PROTOCOL"),
         ({T + "PROTOCOL": "thrift"}, T + "PROTOCOL"),
         ({P + "ENDPOINT": "collector:4318"}, P + "ENDPOINT"),  # http needs a URL
         ({P + "ENDPOINT": "ftp://collector"}, P + "ENDPOINT"),
@@ -168,7 +168,7 @@ def test_invalid_values_name_the_variable(env: dict[str, str], named: str) -> No
 
 def test_client_certificate_needs_a_key(tmp_path) -> None:
     cert = tmp_path / "client.pem"
-    cert.write_text("x")
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
     with pytest.raises(ExportConfigError, match="CLIENT_KEY"):
         OtlpConfig.from_env({P + "CLIENT_CERTIFICATE": str(cert)})
 

@@ -215,7 +215,7 @@ def test_no_retry_on_permanent_errors(receiver: OtlpReceiver, protocol, failure,
     receiver.fail_next(5, **failure)
     exporter = exporter_for(receiver, protocol)
     with caplog.at_level(logging.WARNING):
-        assert exporter.export(sample_spans()) is False
+        assert not exporter.export(sample_spans())
     exporter.shutdown()
     assert len(receiver.requests) == 1
     assert receiver.spans == []
@@ -227,7 +227,7 @@ def test_http_wrong_path_is_not_retried(receiver: OtlpReceiver) -> None:
     config = OtlpConfig.from_env(
         {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.http_endpoint + "/wrong"})
     exporter = OtlpHttpExporter(config, retry_policy=FAST)
-    assert exporter.export(sample_spans()) is False
+    assert not exporter.export(sample_spans())
     exporter.shutdown()
     assert [r.status for r in receiver.requests] == [404]
 
@@ -238,7 +238,7 @@ def test_retries_stop_at_the_export_timeout(receiver: OtlpReceiver, protocol: st
     policy = RetryPolicy(initial_backoff_s=0.05, max_backoff_s=0.1, max_attempts=10_000)
     exporter = exporter_for(receiver, protocol, policy, TIMEOUT="600")
     started = time.monotonic()
-    assert exporter.export(sample_spans()) is False
+    assert not exporter.export(sample_spans())
     assert time.monotonic() - started < 1.5
     assert len(receiver.requests) >= 3
     exporter.shutdown()
@@ -261,7 +261,7 @@ def test_connection_refused_fails_within_the_timeout(protocol: str, caplog) -> N
         config, retry_policy=FAST)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING):
-        assert exporter.export(sample_spans()) is False
+        assert not exporter.export(sample_spans())
     assert time.monotonic() - started < 2.0
     exporter.shutdown()
     [record] = [r for r in caplog.records if "export of 2 spans" in r.getMessage()]
@@ -294,8 +294,8 @@ def test_shutdown_cuts_a_backoff_short(receiver: OtlpReceiver, protocol: str) ->
     exporter.shutdown()
     worker.join(5)
     assert time.monotonic() - started < 2.0
-    assert result == [False]
-    assert exporter.export(sample_spans()) is False  # after shutdown
+    assert [bool(r) for r in result] == [False]
+    assert not exporter.export(sample_spans())  # after shutdown
 
 
 class ClosingAfterOneReplyServer:
@@ -377,6 +377,155 @@ def test_tls_with_a_custom_certificate(self_signed, protocol: str, caplog) -> No
         # Without the CA the server is not trusted: the export fails, loudly.
         untrusting = exporter_for(rx, protocol, TIMEOUT="1000")
         with caplog.at_level(logging.WARNING):
-            assert untrusting.export(sample_spans()) is False
+            assert not untrusting.export(sample_spans())
         untrusting.shutdown()
         assert len(rx.spans) == 2
+
+
+# --- OTLP/JSON, RetryInfo, server messages, error codes, log rate --------------------
+
+
+def test_http_json_round_trip_and_partial_success(receiver: OtlpReceiver) -> None:
+    receiver.respond_partial_success(1, "one span too old")
+    exporter = exporter_for(receiver, "http/json", COMPRESSION="gzip")
+    try:
+        outcome = exporter.export(sample_spans())
+    finally:
+        exporter.shutdown()
+    assert outcome and outcome.rejected == 1 and exporter.rejected_spans == 1
+    request = receiver.requests[0]
+    assert request.headers["content-type"] == "application/json" and request.compressed
+    server, client = sorted(receiver.wait_for(2, timeout=5), key=lambda s: s.kind)
+    assert server.name == "GET /users/:id"
+    assert server.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert server.span_id == "b7ad6b7169203331"
+    assert server.parent_span_id == "00f067aa0ba902b7"
+    assert server.start_time_unix_nano == 1_700_000_000_000_000_000
+    assert server.attributes == {"http.request.method": "GET", "http.response.status_code": 500,
+                                 "network.peer.port": 53422, "tls": False, "ratio": 0.5}
+    assert (server.status_code, server.status_message) == (2, "internal error")
+    assert server.resource == {"service.name": "nginx", "process.pid": 42}
+    assert client.resource["service.name"] == "curl"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf", "http/json"])
+def test_retry_info_delay_is_honoured(receiver: OtlpReceiver, protocol: str) -> None:
+    # gRPC: RESOURCE_EXHAUSTED is retried only because RetryInfo says so.
+    receiver.fail_next(1, http_status=503, grpc_code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       retry_delay_s=0.8)
+    exporter = exporter_for(receiver, protocol)
+    started = time.monotonic()
+    assert exporter.export(sample_spans())
+    assert time.monotonic() - started >= 0.8
+    exporter.shutdown()
+    assert len(receiver.requests) == 2 and len(receiver.spans) == 2
+
+
+def test_resource_exhausted_without_retry_info_is_not_retried(receiver: OtlpReceiver) -> None:
+    receiver.fail_next(5, grpc_code=grpc.StatusCode.RESOURCE_EXHAUSTED)
+    exporter = exporter_for(receiver, "grpc")
+    outcome = exporter.export(sample_spans())
+    exporter.shutdown()
+    assert not outcome and not outcome.retryable and outcome.code == "RESOURCE_EXHAUSTED"
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("protocol", "failure", "retried"),
+    [("http/protobuf", {"http_status": 502}, True),
+     ("http/protobuf", {"http_status": 504}, True),
+     ("http/protobuf", {"http_status": 429}, True),
+     ("http/protobuf", {"http_status": 403}, False),
+     ("http/protobuf", {"http_status": 500}, False),
+     ("grpc", {"grpc_code": grpc.StatusCode.DEADLINE_EXCEEDED}, True),
+     ("grpc", {"grpc_code": grpc.StatusCode.ABORTED}, True),
+     ("grpc", {"grpc_code": grpc.StatusCode.PERMISSION_DENIED}, False),
+     ("grpc", {"grpc_code": grpc.StatusCode.UNIMPLEMENTED}, False)],
+)
+def test_each_code_retried_or_not(receiver: OtlpReceiver, protocol, failure, retried) -> None:
+    receiver.fail_next(1, **failure)
+    exporter = exporter_for(receiver, protocol)
+    outcome = exporter.export(sample_spans())
+    exporter.shutdown()
+    assert bool(outcome) is retried
+    assert len(receiver.requests) == (2 if retried else 1)
+    code = str(failure.get("http_status") or failure["grpc_code"].name)
+    assert exporter.errors_by_code == {code: 1}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf", "http/json"])
+def test_non_retryable_errors_log_the_server_message_once_per_interval(
+    receiver: OtlpReceiver, protocol: str, caplog
+) -> None:
+    receiver.fail_next(3, http_status=401, grpc_code=grpc.StatusCode.UNAUTHENTICATED,
+                       message="token expired for tenant blue")
+    exporter = exporter_for(receiver, protocol)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert not exporter.export(sample_spans())
+    exporter.shutdown()
+    lines = [r.getMessage() for r in caplog.records if "failed after" in r.getMessage()]
+    assert len(lines) == 1, lines  # the same failure again within the interval: counted only
+    assert "token expired for tenant blue" in lines[0]
+    assert "not retryable" in lines[0]
+    assert sum(exporter.errors_by_code.values()) == 3
+
+
+def test_connection_refused_has_its_own_error_code() -> None:
+    config = OtlpConfig.from_env({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "300",
+    })
+    exporter = OtlpHttpExporter(config, retry_policy=FAST)
+    outcome = exporter.export(sample_spans())
+    exporter.shutdown()
+    assert not outcome and outcome.retryable and outcome.code == "connection_refused"
+    assert exporter.errors_by_code["connection_refused"] >= 1
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_backend_restart_mid_traffic_loses_and_duplicates_nothing(protocol: str) -> None:
+    """The real transports behind the batcher, against a receiver that is stopped
+    (gracefully, as a collector shuts down) and started again on the same ports
+    while spans keep coming."""
+    from ebpf_tracer.export import BatchSpanProcessor
+    from ebpf_tracer.export.retry import RetryPolicy as Policy
+
+    rx = OtlpReceiver().start()
+    # A generous timeout: an answer slower than it would be retried and duplicated
+    # (at-least-once), which a loaded test machine must not provoke.
+    exporter = exporter_for(rx, protocol, Policy(initial_backoff_s=0.05, max_backoff_s=0.2),
+                            TIMEOUT="5000")
+    processor = BatchSpanProcessor(exporter, max_export_batch_size=20, schedule_delay_s=0.05,
+                                   hold_policy=Policy(initial_backoff_s=0.1, max_backoff_s=0.3))
+    template = sample_spans()[0]
+    sent = 0
+
+    def produce(count: int) -> None:
+        nonlocal sent
+        for _ in range(count):
+            span = Span(name=f"GET /{sent}", kind=SpanKind.SERVER, start_time_ns=sent + 1,
+                        end_time_ns=sent + 2, resource=template.resource)
+            processor.on_end(span)
+            sent += 1
+            time.sleep(0.005)
+
+    try:
+        produce(100)
+        rx.wait_for(100, timeout=10)
+        rx.stop()
+        produce(300)  # ~1.5 s of traffic into a dead backend
+        assert processor.pending > 0
+        restarted = OtlpReceiver(grpc_port=rx.grpc_port, http_port=rx.http_port).start()
+        try:
+            produce(100)
+            assert processor.force_flush(timeout_s=20)
+            names = [s.name for s in rx.spans + restarted.spans]
+        finally:
+            restarted.stop()
+    finally:
+        processor.shutdown(timeout_s=2)
+        rx.stop()
+    assert sorted(names, key=lambda n: int(n[5:])) == [f"GET /{i}" for i in range(sent)]
+    assert processor.stats.spans_dropped == {}
+    assert processor.stats.spans_exported == sent == 500

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 from ebpf_tracer.export.retry import (
+    MAX_SERVER_DELAY_S,
     SUCCESS,
     Outcome,
+    RateLimitedLog,
     RetryPolicy,
     call_with_retry,
     parse_retry_after,
@@ -115,3 +118,42 @@ def test_parse_retry_after() -> None:
     assert 25 <= parse_retry_after(later) <= 31
     earlier = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(earlier) == 0.0
+
+
+def test_server_delay_is_capped() -> None:
+    clock = FakeClock()
+    huge = Outcome(ok=False, retryable=True, detail="429", retry_after_s=86_400.0)
+    attempt, _ = scripted(huge, SUCCESS)
+    result = call_with_retry(attempt, timeout_s=10_000, wait=clock.wait, clock=clock)
+    assert result.outcome.ok and clock.sleeps == [MAX_SERVER_DELAY_S]
+
+
+def test_every_failed_attempt_is_reported() -> None:
+    seen: list[Outcome] = []
+    attempt, _ = scripted(RETRY, RETRY, SUCCESS)
+    clock = FakeClock()
+    call_with_retry(attempt, timeout_s=30, wait=clock.wait, clock=clock, on_failure=seen.append)
+    assert seen == [RETRY, RETRY]
+
+
+def test_outcome_is_truthy_only_on_success() -> None:
+    assert SUCCESS and not RETRY and not FATAL
+
+
+def test_rate_limited_log_says_what_it_held_back(caplog) -> None:
+    clock = FakeClock()
+    limited = RateLimitedLog(logging.getLogger("test.ratelimit"), interval_s=60, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="test.ratelimit"):
+        assert limited.log(logging.WARNING, "503", "export failed: %s", "HTTP 503")
+        for _ in range(4):
+            clock.now += 10
+            assert not limited.log(logging.WARNING, "503", "export failed: %s", "HTTP 503")
+        assert limited.log(logging.WARNING, "401", "export failed: %s", "HTTP 401")  # own key
+        clock.now += 30
+        assert limited.log(logging.WARNING, "503", "export failed: %s", "HTTP 503")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "export failed: HTTP 503",
+        "export failed: HTTP 401",
+        "export failed: HTTP 503 (4 similar message(s) in the last 60s not shown)",
+    ]

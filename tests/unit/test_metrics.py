@@ -4,6 +4,7 @@ parser totals."""
 from __future__ import annotations
 
 import socket
+import threading
 import urllib.request
 from collections.abc import Sequence
 
@@ -23,8 +24,12 @@ class FailingExporter:
 
     def __init__(self) -> None:
         self.errors_by_code: dict[str, int] = {}
+        self.entered = threading.Event()
+        self.gate = threading.Event()
 
     def export(self, spans: Sequence[Span]) -> Outcome:
+        self.entered.set()
+        self.gate.wait(10)
         self.errors_by_code["401"] = self.errors_by_code.get("401", 0) + 1
         return Outcome(ok=False, code="401")
 
@@ -34,8 +39,9 @@ class FailingExporter:
 
 class FakeAgent:
     def __init__(self) -> None:
-        self.batcher = BatchSpanProcessor(FailingExporter(), max_queue_size=10,
-                                          max_export_batch_size=5, schedule_delay_s=60)
+        self.exporter = FailingExporter()
+        self.batcher = BatchSpanProcessor(self.exporter, max_queue_size=10,
+                                          max_export_batch_size=10, schedule_delay_s=60)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -50,10 +56,17 @@ class FakeAgent:
 @pytest.fixture
 def agent():
     a = FakeAgent()
-    for i in range(15):  # 5 overflow a queue of 10
-        a.batcher.on_end(Span(name=str(i), kind=SpanKind.SERVER, start_time_ns=1,
-                              end_time_ns=2, resource=RESOURCE))
-    assert a.batcher.force_flush(timeout_s=5)  # the remaining 10 are refused (401)
+
+    def produce(count: int) -> None:
+        for i in range(count):
+            a.batcher.on_end(Span(name=str(i), kind=SpanKind.SERVER, start_time_ns=1,
+                                  end_time_ns=2, resource=RESOURCE))
+
+    produce(10)  # a full batch: goes to the exporter, which holds it
+    assert a.exporter.entered.wait(5)
+    produce(15)  # 5 overflow the queue of 10
+    a.exporter.gate.set()
+    assert a.batcher.force_flush(timeout_s=5)  # both batches refused (401)
     yield a
     a.batcher.shutdown(timeout_s=1)
 
@@ -62,7 +75,7 @@ def test_snapshot_adds_up(agent: FakeAgent) -> None:
     snap = snapshot(agent)
     assert snap.spans_produced == 15 and snap.spans_exported == 0
     assert snap.spans_dropped["queue_full"] == 5
-    assert snap.spans_dropped["export_failed"] == 10
+    assert snap.spans_dropped["export_failed"] == 20
     assert snap.spans_dropped["shutdown_timeout"] == 0  # every reason is always present
     assert snap.export_errors == {"401": 2}
     assert (snap.export_queue, snap.export_queue_capacity) == (0, 10)
@@ -70,7 +83,7 @@ def test_snapshot_adds_up(agent: FakeAgent) -> None:
     assert snap.parse_failures == {"record": 1, "http1": 2}
     assert snap.spans_unknown_fields == {"status_code": 4, "peer_address": 0, "framing": 1}
     line = snap.describe()
-    assert "dropped=15(export_failed=10,queue_full=5)" in line
+    assert "dropped=25(export_failed=20,queue_full=5)" in line
     assert "export_errors=2(401=2)" in line and "queue=0/10" in line
 
 
@@ -81,7 +94,7 @@ def test_prometheus_endpoint_and_stats_view(agent: FakeAgent) -> None:
         with urllib.request.urlopen(url, timeout=5) as r:
             text = r.read().decode()
         assert 'ebpf_tracer_spans_dropped_total{reason="queue_full"} 5.0' in text
-        assert 'ebpf_tracer_spans_dropped_total{reason="export_failed"} 10.0' in text
+        assert 'ebpf_tracer_spans_dropped_total{reason="export_failed"} 20.0' in text
         assert 'ebpf_tracer_export_errors_total{code="401"} 2.0' in text
         assert "ebpf_tracer_spans_produced_total 15.0" in text
         assert "ebpf_tracer_ringbuf_events_lost_total 7.0" in text
@@ -93,7 +106,7 @@ def test_prometheus_endpoint_and_stats_view(agent: FakeAgent) -> None:
         metrics = fetch(url)
         assert metrics["spans_dropped"][("queue_full",)] == 5
         view = format_stats(metrics)
-        assert "spans dropped              15  (export_failed=10, queue_full=5)" in view
+        assert "spans dropped              25  (export_failed=20, queue_full=5)" in view
         assert "export errors              2  (401=2)" in view
         assert "ring-buffer events lost    7" in view
         assert "export queue               0 / 10" in view

@@ -1,0 +1,295 @@
+"""Shared pieces of the benchmarks: machine description, servers, wrk, the agent.
+
+Every server listens on 127.0.0.1; every load run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv" / "bin"
+RESULTS = ROOT / "bench" / "results"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (p.stdout + p.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "absent"
+
+
+def machine() -> dict:
+    pkgs = {}
+    for name in ("ebpf-tracer", "protobuf", "grpcio", "gunicorn", "flask",
+                 "opentelemetry-sdk", "opentelemetry-instrumentation-flask"):
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pkgs[name] = None
+    try:
+        import bcc  # noqa: F401
+        pkgs["bcc"] = getattr(sys.modules["bcc"], "__version__", "present")
+    except ImportError:
+        pkgs["bcc"] = None
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+        "python": platform.python_version(), "packages": pkgs,
+        "nginx": _version(["nginx", "-v"]), "wrk": _version(["wrk", "-v"]),
+        "loadavg_at_start": os.getloadavg(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_result(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2, default=str) + "\n")
+    return path
+
+
+def median(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    def fmt(v) -> str:  # noqa: ANN001
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    cells = [header] + [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n== {title}")
+    for i, r in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# -- processes -----------------------------------------------------------------
+
+def proc_cpu_s(pid: int) -> float:
+    """utime+stime of a process (all threads), seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    f = stat[stat.rindex(b")") + 2 :].split()
+    return (int(f[11]) + int(f[12])) / TICK
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (t / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+class Proc:
+    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None) -> None:
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-", suffix=".log", delete=False)
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                  env=env, cwd=cwd, start_new_session=True)
+        self.pid = self.p.pid
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        return self.p.returncode
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 16000; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def start_nginx() -> tuple[Proc, int]:
+    port = free_port()
+    prefix = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port))
+    p = Proc(["nginx", "-c", str(conf), "-p", str(prefix)])
+    wait_port(port)
+    return p, port
+
+
+def start_sink() -> tuple[Proc, int]:
+    port = free_port()
+    p = Proc([sys.executable, str(ROOT / "bench" / "sink.py"), str(port)])
+    wait_port(port)
+    return p, port
+
+
+def sink_count(port: int) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5) as r:
+        return int(r.read())
+
+
+def sink_reset(port: int) -> None:
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/reset",
+                                                  method="POST"), timeout=5).read()
+
+
+class Agent:
+    """`ebpf-tracer attach --pid PID` started as a user would, exporting OTLP/HTTP
+    to the counting sink (or jsonl to /dev/null when no sink port is given)."""
+
+    def __init__(self, pid: int, sink_port: int | None = None, extra: list[str] = (),
+                 env: dict | None = None) -> None:
+        self.ready = Path(tempfile.mktemp(prefix="bench-ready-"))
+        argv = [str(VENV / "ebpf-tracer"), "attach", "--pid", str(pid),
+                "--ready-file", str(self.ready), "-v", "--bsp-schedule-delay", "200"]
+        if sink_port:
+            argv += ["--exporter", "otlp", "--otlp-protocol", "http/protobuf",
+                     "--otlp-endpoint", f"http://127.0.0.1:{sink_port}"]
+        else:
+            argv += ["--exporter", "jsonl", "--output", "/dev/null"]
+        self.proc = Proc(argv + list(extra), env={**os.environ, **(env or {})})
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 90
+        while not self.ready.exists():
+            if self.proc.p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("agent did not start:\n" + self.proc.output()[-3000:])
+            time.sleep(0.05)
+        time.sleep(0.3)
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self.pid)
+
+    def rss_mb(self) -> float:
+        return proc_rss_mb(self.pid)
+
+    def stop(self) -> dict:
+        self.proc.stop(signal.SIGINT, timeout=60)
+        self.ready.unlink(missing_ok=True)
+        out = self.proc.output()
+        m = re.findall(r"final stats (\{.*\})", out)
+        stats = ast.literal_eval(m[-1]) if m else {}
+        # The final line is logged after detaching (no kernel_* counters): take
+        # those from the last periodic "agent {...}" line.
+        periodic = re.findall(r"ebpf_tracer.agent: agent (\{.*\})", out)
+        if periodic:
+            for k, v in ast.literal_eval(periodic[-1]).items():
+                if k.startswith("kernel_"):
+                    stats.setdefault(k, v)
+        return stats
+
+
+# -- wrk -----------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(v: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(url: str, duration: float, conns: int, threads: int = 1,
+        delay_ms: float | None = None) -> dict:
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
+            "--timeout", "5s"]
+    script = None
+    if delay_ms is not None:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f"function delay() return {delay_ms} end\n")
+        script.close()
+        argv += ["-s", script.name]
+    out = subprocess.run(argv + [url], capture_output=True, text=True,
+                         timeout=duration + 60, check=True).stdout
+    if script:
+        os.unlink(script.name)
+    res = {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
+           "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M)
+        res[f"p{pct}_ms"] = _ms(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", out)
+    res["socket_errors"] = m.group(1) if m else None
+    return res

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Parser microbenchmarks: the agent's per-record path on a synthetic ring-buffer stream.
+
+    .venv/bin/python bench/micro.py [requests]
+
+Records are packed with events.HDR exactly as the kernel writes them (an nginx-like
+keep-alive exchange: one read of the request, one write of head+body), then fed to
+Agent._on_record (decode -> conn manager -> tracker -> HTTP/1 parser -> stitch ->
+span -> batcher). Also: the OTLP encoder per span (batches of 512) and the HTTP/2
+parser (bench/http2_parser.py does it in detail).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import table, write_result  # noqa: E402
+from ebpf_tracer import events  # noqa: E402
+from ebpf_tracer.agent import Agent  # noqa: E402
+from ebpf_tracer.config import Config  # noqa: E402
+from ebpf_tracer.export.encoder import encode_spans  # noqa: E402
+
+REQ = b"GET /c HTTP/1.1\r\nHost: 127.0.0.1:18090\r\nUser-Agent: wrk\r\n\r\n"
+RESP = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 22:49:03 GMT\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Length: 3\r\n"
+        b"Connection: keep-alive\r\n\r\nok\n")
+
+
+class _NullExporter:
+    def export(self, spans) -> bool:  # noqa: ANN001
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+def records(n: int, conns: int = 8) -> list[memoryview]:
+    out = []
+    pos = {c: [0, 0] for c in range(conns)}
+    for i in range(n):
+        c = i % conns
+        p = pos[c]
+        out.append(memoryview(events.HDR.pack(1, 0, 2, 0, 100, 100, 5 + c, 1, 1000 + i * 10,
+                                              p[0], len(REQ), len(REQ), 0, 0) + REQ))
+        p[0] += len(REQ)
+        out.append(memoryview(events.HDR.pack(1, 1, 2, 0, 100, 100, 5 + c, 1, 1005 + i * 10,
+                                              p[1], len(RESP), len(RESP), 0, 0) + RESP))
+        p[1] += len(RESP)
+    return out
+
+
+def pipeline(n: int, rounds: int = 5) -> tuple[float, list]:
+    per = []
+    spans: list = []
+    for _ in range(rounds):
+        a = Agent(Config(), exporter=_NullExporter())
+        spans = []
+        a.batcher.on_end = spans.append
+        a.resources.get(100)
+        recs = records(n)
+        t = time.perf_counter()
+        for m in recs:
+            a._on_record(m)
+        per.append((time.perf_counter() - t) / n * 1e6)
+        assert len(spans) == n and a.decode_errors == 0, (len(spans), a.decode_errors)
+    return statistics.median(per), spans
+
+
+def encode(spans: list, rounds: int = 5) -> float:
+    per = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for i in range(0, len(spans), 512):
+            encode_spans(spans[i : i + 512]).SerializeToString()
+        per.append((time.perf_counter() - t) / len(spans) * 1e6)
+    return statistics.median(per)
+
+
+def main(n: int = 20000) -> dict:
+    pipe_us, spans = pipeline(n)
+    enc_us = encode(spans)
+    rows = [["http1 record->span (us/request)", pipe_us],
+            ["otlp encode (us/span, batch 512)", enc_us],
+            ["sum (us/request)", pipe_us + enc_us]]
+    result = {"requests": n, "http1_pipeline_us_per_request": pipe_us,
+              "otlp_encode_us_per_span": enc_us}
+    try:
+        from bench import http2_parser as h2
+        from ebpf_tracer.model import Role
+        from ebpf_tracer.protocols.http2 import Http2Connection
+
+        calls = 2000
+        per, _ = h2.run(lambda: Http2Connection(Role.SERVER), h2.grpc_traffic(calls), calls)
+        result["http2_grpc_parse_us_per_call"] = per
+        rows.append(["http2/gRPC parse+stitch (us/call)", result["http2_grpc_parse_us_per_call"]])
+    except Exception as e:  # noqa: BLE001 - the HTTP/2 API may move; report, don't fail
+        result["http2_error"] = repr(e)
+    table("parser microbenchmarks (median of rounds)", ["what", "value"], rows)
+    write_result("micro", result)
+    return result
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20000)

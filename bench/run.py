@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""ebpf-tracer overhead benchmarks (`make bench`). Not part of `make test`.
+
+    .venv/bin/python bench/run.py [--only NAME ...] [--quick] [--reps N] [--duration S]
+
+NAMEs: micro, nginx_rates, nginx_saturation, flask, memory. Every comparison runs
+interleaved (A, B, A, B ...) in one process on one machine; tables print medians and
+ratios; each benchmark writes bench/results/<name>.json with the machine description.
+Needs root (the agent loads eBPF), nginx, wrk; flask needs the `bench` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    VENV,
+    Agent,
+    Proc,
+    free_port,
+    median,
+    sink_count,
+    sink_reset,
+    start_nginx,
+    start_sink,
+    table,
+    wait_port,
+    write_result,
+    wrk,
+)
+
+
+def _drain(sink: int, want: int, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    n = sink_count(sink)
+    while n < want and time.monotonic() < deadline:
+        time.sleep(0.2)
+        n = sink_count(sink)
+    return n
+
+
+def _sum(xs: list) -> int | None:
+    return None if any(x is None for x in xs) else sum(xs)
+
+
+def traced_run(target_pid: int, sink: int, load, extra: list[str] = (),  # noqa: ANN001
+               env: dict | None = None) -> dict:
+    """Start the agent, run `load()` (returns wrk's dict), stop the agent; spans, CPU."""
+    sink_reset(sink)
+    agent = Agent(target_pid, sink, extra, env)
+    cpu0 = agent.cpu_s()
+    res = load()
+    cpu1 = agent.cpu_s()
+    _drain(sink, res["requests"], 5)
+    stats = agent.stop()
+    time.sleep(0.3)
+    spans = sink_count(sink)
+    res.update(agent_cpu_s=cpu1 - cpu0, spans=spans,
+               spans_produced=stats.get("spans_produced"),
+               ringbuf_lost=stats.get("kernel_ringbuf_lost"),  # None: not logged
+               conn_gaps=stats.get("conn_gaps"),
+               completeness=spans / res["requests"] if res["requests"] else None,
+               agent_cpu_ms_per_1k=(cpu1 - cpu0) * 1e6 / res["requests"]
+               if res["requests"] else None)
+    return res
+
+
+# -- 1. nginx at fixed offered rates ------------------------------------------------
+
+def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
+                ab_batch: bool = False) -> dict:
+    nginx, port = start_nginx()
+    sink, sport = start_sink()
+    url = f"http://127.0.0.1:{port}/c"
+    runs: dict = {}
+    try:
+        wrk(url, 1, 4)  # warm up
+        for rate in rates:
+            # wrk's delay() paces each connection: delay ms after each response.
+            delay = 2
+            conns = max(1, rate * delay // 1000)
+            for _ in range(reps):
+                modes = ("untraced", "traced") + (("traced-nobatch",) if ab_batch else ())
+                for mode in modes:
+                    def load(conns=conns, delay=delay):
+                        return wrk(url, duration, conns, delay_ms=delay)
+                    env = {"EBPF_TRACER_POLL_BATCH_MS": "0"} if mode == "traced-nobatch" else None
+                    r = traced_run(nginx.pid, sport, load, env=env) if mode != "untraced" \
+                        else load()
+                    runs.setdefault(f"{rate}/{mode}", []).append(r)
+                    print(f"  {rate}/s {mode}: {r['rps']:.0f} req/s "
+                          f"p99 {r['p99_ms']} ms "
+                          + (f"spans {r['spans']}/{r['requests']} cpu {r['agent_cpu_s']:.2f}s"
+                             if mode != "untraced" else ""), flush=True)
+    finally:
+        nginx.stop()
+        sink.stop()
+    rows, summary = [], {}
+    for rate in rates:
+        u, t = runs[f"{rate}/untraced"], runs[f"{rate}/traced"]
+        m = {
+            "offered": rate,
+            "achieved_untraced": median([r["rps"] for r in u]),
+            "achieved_traced": median([r["rps"] for r in t]),
+            "completeness": median([r["completeness"] for r in t]),
+            "completeness_min": min(r["completeness"] for r in t),
+            "agent_cpu_s_per_1k": median([r["agent_cpu_ms_per_1k"] / 1000 for r in t]),
+            "agent_us_per_request": median([r["agent_cpu_ms_per_1k"] for r in t]),
+            "p50_ms_untraced": median([r["p50_ms"] for r in u]),
+            "p50_ms_traced": median([r["p50_ms"] for r in t]),
+            "p99_ms_untraced": median([r["p99_ms"] for r in u]),
+            "p99_ms_traced": median([r["p99_ms"] for r in t]),
+            "ringbuf_lost": _sum([r["ringbuf_lost"] for r in t]),
+            "conn_gaps": _sum([r["conn_gaps"] for r in t]),
+        }
+        m["p99_added_us"] = (m["p99_ms_traced"] - m["p99_ms_untraced"]) * 1000
+        if ab_batch:
+            nb = runs[f"{rate}/traced-nobatch"]
+            m["nobatch_agent_us_per_request"] = median([r["agent_cpu_ms_per_1k"] for r in nb])
+            m["nobatch_p99_ms"] = median([r["p99_ms"] for r in nb])
+            m["nobatch_completeness"] = median([r["completeness"] for r in nb])
+            print(f"  {rate}/s poll batching off: agent {m['nobatch_agent_us_per_request']:.1f} "
+                  f"us/req, p99 {m['nobatch_p99_ms']} ms, "
+                  f"complete {m['nobatch_completeness'] * 100:.2f}%")
+        summary[str(rate)] = m
+        rows.append([rate, m["achieved_untraced"], m["achieved_traced"],
+                     f"{m['completeness'] * 100:.2f}%", m["agent_us_per_request"],
+                     m["p50_ms_untraced"], m["p50_ms_traced"], m["p99_ms_untraced"],
+                     m["p99_ms_traced"], m["ringbuf_lost"], m["conn_gaps"]])
+    table(f"nginx at fixed offered rates (median of {reps}, {duration}s each, interleaved)",
+          ["offered", "rps untr", "rps traced", "complete", "agent us/req", "p50 untr ms",
+           "p50 tr ms", "p99 untr ms", "p99 tr ms", "rb lost", "gaps"], rows)
+    write_result("nginx_rates", {"reps": reps, "duration_s": duration, "summary": summary,
+                                 "runs": runs})
+    return summary
+
+
+# -- 2. nginx at saturation -----------------------------------------------------------
+
+def nginx_saturation(reps: int, duration: float, conns: int = 50) -> dict:
+    nginx, port = start_nginx()
+    sink, sport = start_sink()
+    url = f"http://127.0.0.1:{port}/c"
+    runs: dict = {"untraced": [], "traced": []}
+    try:
+        wrk(url, 1, conns)
+        for _ in range(reps):
+            runs["untraced"].append(wrk(url, duration, conns))
+            runs["traced"].append(traced_run(nginx.pid, sport,
+                                             lambda: wrk(url, duration, conns)))
+            print(f"  untraced {runs['untraced'][-1]['rps']:.0f} traced "
+                  f"{runs['traced'][-1]['rps']:.0f} req/s", flush=True)
+    finally:
+        nginx.stop()
+        sink.stop()
+    u = median([r["rps"] for r in runs["untraced"]])
+    t = median([r["rps"] for r in runs["traced"]])
+    ratios = [b["rps"] / a["rps"] for a, b in zip(runs["untraced"], runs["traced"], strict=True)]
+    s = {"rps_untraced": u, "rps_traced": t, "ratio": median(ratios),
+         "completeness": median([r["completeness"] for r in runs["traced"]]),
+         "agent_us_per_request": median([r["agent_cpu_ms_per_1k"] for r in runs["traced"]]),
+         "agent_cores": median([r["agent_cpu_s"] / duration for r in runs["traced"]]),
+         "ringbuf_lost": _sum([r["ringbuf_lost"] for r in runs["traced"]]),
+         "conn_gaps": _sum([r["conn_gaps"] for r in runs["traced"]])}
+    table(f"nginx at saturation (wrk -c{conns}, median of {reps}, {duration}s each)",
+          ["rps untraced", "rps traced", "ratio", "complete", "agent us/req", "agent cores",
+           "rb lost", "gaps"],
+          [[u, t, s["ratio"], f"{s['completeness'] * 100:.2f}%", s["agent_us_per_request"],
+            s["agent_cores"], s["ringbuf_lost"], s["conn_gaps"]]])
+    write_result("nginx_saturation", {"reps": reps, "duration_s": duration, "conns": conns,
+                                      "summary": s, "runs": runs})
+    return s
+
+
+# -- 3. Flask on gunicorn ----------------------------------------------------------------
+
+FLASK_APP = '''
+from flask import Flask
+app = Flask(__name__)
+
+@app.route("/hello/<name>")
+def hello(name):
+    return {"hello": name}
+'''
+
+
+def _gunicorn(port: int, sdk_sink: int | None) -> Proc:
+    appdir = Path(tempfile.gettempdir()) / "ebpf-tracer-bench-app"
+    appdir.mkdir(parents=True, exist_ok=True)
+    (appdir / "benchapp.py").write_text(FLASK_APP)
+    argv = [str(VENV / "gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}", "--chdir",
+            str(appdir), "--error-logfile", "-",
+            "--log-level", "warning", "benchapp:app"]
+    env = dict(os.environ)
+    if sdk_sink is not None:
+        argv = [str(VENV / "opentelemetry-instrument")] + argv
+        env.update(OTEL_SERVICE_NAME="benchapp", OTEL_TRACES_EXPORTER="otlp",
+                   OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none",
+                   OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+                   OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sdk_sink}")
+    p = Proc(argv, env=env)
+    wait_port(port, 30)
+    time.sleep(0.5)
+    return p
+
+
+def flask(reps: int, duration: float, conns: int = 8) -> dict:
+    sink, sport = start_sink()
+    runs: dict = {"untraced": [], "ebpf-tracer": [], "otel-sdk": []}
+    try:
+        for _ in range(reps):
+            for mode in runs:
+                port = free_port()
+                g = _gunicorn(port, sport if mode == "otel-sdk" else None)
+                url = f"http://127.0.0.1:{port}/hello/world"
+                try:
+                    wrk(url, 1, conns)  # warm up (imports, first requests)
+                    if mode == "ebpf-tracer":
+                        r = traced_run(g.pid, sport, lambda url=url: wrk(url, duration, conns))
+                    else:
+                        sink_reset(sport)
+                        r = wrk(url, duration, conns)
+                        if mode == "otel-sdk":
+                            r["spans"] = _drain(sport, r["requests"], 3)
+                finally:
+                    g.stop()
+                runs[mode].append(r)
+                print(f"  {mode}: {r['rps']:.0f} req/s", flush=True)
+    finally:
+        sink.stop()
+    base = median([r["rps"] for r in runs["untraced"]])
+    rows, s = [], {}
+    for mode, rs in runs.items():
+        rps = median([r["rps"] for r in rs])
+        ratios = [b["rps"] / a["rps"] for a, b in zip(runs["untraced"], rs, strict=True)]
+        s[mode] = {"rps": rps, "ratio": median(ratios),
+                   "p99_ms": median([r["p99_ms"] for r in rs])}
+        if mode == "ebpf-tracer":
+            s[mode]["completeness"] = median([r["completeness"] for r in rs])
+        rows.append([mode, rps, median(ratios), s[mode]["p99_ms"]])
+    table(f"Flask on gunicorn -w1 (wrk -c{conns}, median of {reps}, {duration}s each; "
+          f"untraced {base:.0f} req/s)", ["mode", "req/s", "ratio vs untraced", "p99 ms"], rows)
+    write_result("flask", {"reps": reps, "duration_s": duration, "conns": conns,
+                           "summary": s, "runs": runs})
+    return s
+
+
+# -- 4. memory ---------------------------------------------------------------------
+
+async def _open_idle(port: int, n: int) -> list:
+    out = []
+    req = b"GET /idle HTTP/1.1\r\nHost: x\r\n\r\n"
+    for i in range(0, n, 200):
+        batch = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port)
+                                       for _ in range(min(200, n - i))))
+        for _r, w in batch:
+            w.write(req)
+        for r, _w in batch:
+            await r.readuntil(b"ok\n")
+        out += batch
+    return out
+
+
+async def _churn(port: int, n: int, par: int = 50) -> None:
+    req = b"GET /churn HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    async def one() -> None:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(req)
+        await r.read()
+        w.close()
+
+    for i in range(0, n, par):
+        await asyncio.gather(*(one() for _ in range(min(par, n - i))))
+
+
+def memory(idle_conns: int, churn: int) -> dict:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, idle_conns + 1000)), hard))
+    nginx, port = start_nginx()
+    sink, sport = start_sink()
+    s: dict = {}
+    try:
+        agent = Agent(nginx.pid, sport)
+        time.sleep(2)
+        s["rss_idle_mb"] = agent.rss_mb()
+
+        async def scenario() -> None:
+            t0 = time.monotonic()
+            conns = await asyncio.wait_for(_open_idle(port, idle_conns), 120)
+            await asyncio.sleep(2)
+            s["idle_conns"] = len(conns)
+            s["open_s"] = time.monotonic() - t0
+            s["rss_with_idle_conns_mb"] = agent.rss_mb()
+            for _, w in conns:
+                w.close()
+            await asyncio.sleep(2)
+            s["rss_after_close_mb"] = agent.rss_mb()
+            t0 = time.monotonic()
+            await asyncio.wait_for(_churn(port, churn), 180)
+            s["churned_conns"] = churn
+            s["churn_s"] = time.monotonic() - t0
+            await asyncio.sleep(2)
+            s["rss_after_churn_mb"] = agent.rss_mb()
+
+        asyncio.run(scenario())
+        stats = agent.stop()
+        s["connections_tracked_at_exit"] = stats.get("connections_tracked")
+        s["spans_produced"] = stats.get("spans_produced")
+    finally:
+        nginx.stop()
+        sink.stop()
+    table("agent memory (RSS, MB)", ["idle", f"{idle_conns} idle conns", "after close",
+                                     f"after {churn} conns churned"],
+          [[s["rss_idle_mb"], s["rss_with_idle_conns_mb"], s["rss_after_close_mb"],
+            s["rss_after_churn_mb"]]])
+    write_result("memory", {"summary": s})
+    return s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--quick", action="store_true", help="short runs (2 reps, 3 s)")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--idle-conns", type=int, default=2000)
+    ap.add_argument("--churn", type=int, default=20000)
+    ap.add_argument("--ab-batch", action="store_true",
+                    help="nginx_rates: also run the agent with poll batching off")
+    a = ap.parse_args()
+    reps = a.reps or (2 if a.quick else 5)
+    dur = a.duration or (3 if a.quick else 10)
+    if os.geteuid() != 0:
+        print("bench: the agent loads eBPF programs: run as root", file=sys.stderr)
+        return 1
+    names = a.only or ["micro", "nginx_rates", "nginx_saturation", "flask", "memory"]
+    for name in names:
+        print(f"\n### {name}", flush=True)
+        if name == "micro":
+            from bench import micro
+            micro.main()
+        elif name == "nginx_rates":
+            nginx_rates(reps, dur, ab_batch=a.ab_batch)
+        elif name == "nginx_saturation":
+            nginx_saturation(reps, dur)
+        elif name == "flask":
+            if not (VENV / "gunicorn").exists() or not (VENV / "opentelemetry-instrument").exists():
+                print("flask: skipped: .venv/bin/pip install -e '.[bench]' first")
+                continue
+            flask(reps, dur)
+        elif name == "memory":
+            memory(a.idle_conns, a.churn)
+        else:
+            print(f"unknown benchmark {name}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Consume a BPF ring buffer through its memory mapping, without a callback per record.
+
+BCC's ``open_ring_buffer`` calls back into Python through ctypes once per record,
+which costs more than decoding the record itself. The ring buffer's layout is a
+stable kernel ABI (kernel/bpf/ringbuf.c, libbpf's ringbuf.c is the reference
+consumer), so the agent reads it directly:
+
+- page 0, read-write: ``consumer_pos`` (u64), advanced by us;
+- page 1, read-only: ``producer_pos`` (u64), advanced by the kernel;
+- from page 2: the data area, mapped twice in a row so a record that wraps
+  around the end is still contiguous.
+
+Each record is an 8-byte header (u32 length with BUSY and DISCARD bits, u32 page
+offset) and its payload, padded to 8 bytes. x86-64 and arm64 loads and stores of
+aligned 8-byte words are atomic; Python's struct does them with one memcpy, and
+the kernel publishes ``producer_pos`` only after the record headers it covers.
+"""
+
+from __future__ import annotations
+
+import mmap
+import select
+import struct
+from collections.abc import Callable
+
+BUSY_BIT = 1 << 31  # the producer has reserved the record but not submitted it
+DISCARD_BIT = 1 << 30  # submitted as discarded: skip
+HDR_SIZE = 8
+
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+
+
+class RingBuffer:
+    """One BPF_MAP_TYPE_RINGBUF map, read through mmap. Not thread-safe."""
+
+    def __init__(self, map_fd: int, data_size: int) -> None:
+        page = mmap.PAGESIZE
+        if data_size <= 0 or data_size & (data_size - 1) or data_size % page:
+            raise ValueError(f"ring buffer size {data_size} is not a power-of-2 pages")
+        self._size = data_size
+        self._mask = data_size - 1
+        self._cons = mmap.mmap(map_fd, page, flags=mmap.MAP_SHARED,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._prod = mmap.mmap(map_fd, page + 2 * data_size, flags=mmap.MAP_SHARED,
+                               prot=mmap.PROT_READ, offset=page)
+        self._view = memoryview(self._prod)
+        self._data_off = page
+        self._epoll = select.epoll()
+        self._epoll.register(map_fd, select.EPOLLIN)
+
+    def available(self) -> int:
+        """Bytes submitted or reserved but not yet consumed."""
+        return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep until the kernel signals new data (or the timeout); True if signalled."""
+        return bool(self._epoll.poll(timeout_s))
+
+    def consume(self, callback: Callable[[memoryview], object], limit: int = 1 << 30) -> int:
+        """Hand every submitted record to ``callback`` (the view is valid only during
+        the call); returns how many. Stops at a record still being written."""
+        cons_map, view = self._cons, self._view
+        cons = _U64.unpack_from(cons_map, 0)[0]
+        mask, base = self._mask, self._data_off
+        unpack_len = _U32.unpack_from
+        n = 0
+        while n < limit:
+            prod = _U64.unpack_from(self._prod, 0)[0]
+            if cons >= prod:
+                break
+            start_cons = cons
+            while cons < prod and n < limit:
+                off = base + (cons & mask)
+                length = unpack_len(view, off)[0]
+                if length & BUSY_BIT:
+                    prod = cons  # not submitted yet: stop here, retry on next call
+                    break
+                size = length & ~(BUSY_BIT | DISCARD_BIT)
+                cons += (size + HDR_SIZE + 7) & ~7
+                if not length & DISCARD_BIT:
+                    callback(view[off + HDR_SIZE : off + HDR_SIZE + size])
+                    n += 1
+            if cons != start_cons:
+                # Release the space to the kernel once per batch, not per record.
+                _U64.pack_into(cons_map, 0, cons)
+            if cons < prod or cons == start_cons:
+                break
+        return n
+
+    def close(self) -> None:
+        self._view.release()
+        self._epoll.close()
+        self._prod.close()
+        self._cons.close()
