@@ -80,7 +80,6 @@ class Probes:
     def __init__(self, cfg: LoaderConfig) -> None:
         _check_max_copy(cfg.max_copy)
         bcc = import_bcc()
-        self._lib = bcc.lib
         self._batch_s = cfg.poll_batch_ms / 1000
         if kernel_headers() is None:
             raise TracerError(
@@ -117,7 +116,9 @@ class Probes:
         self._excluded = self.bpf[b"excluded_pids"]
         self._counters = self.bpf[b"counters"]
         self._conns = self.bpf[b"conns"]
-        self._cb: Callable[[bytes], None] | None = None
+        self._cb: Callable[[memoryview], object] = lambda _v: None
+        self._ring = None
+        self._ring_bytes = cfg.ringbuf_pages * os.sysconf("SC_PAGE_SIZE")
         self._ssl_attached: set[str] = set()
         n_tp = self.bpf.num_open_tracepoints()
         log.debug("attached %d tracepoints (max_copy=%d)", n_tp, cfg.max_copy)
@@ -171,19 +172,22 @@ class Probes:
 
     def open_ring_buffer(self, callback: Callable[[memoryview], None]) -> None:
         """Call `callback` with each record's bytes (valid only during the call)."""
+        from .ringbuf import RingBuffer
 
-        def _cb(_ctx, data, size):  # noqa: ANN001
-            callback(memoryview((ctypes.c_char * size).from_address(data)))
-            return 0
+        self._cb = callback
+        self._ring = RingBuffer(self.bpf[b"events"].map_fd, self._ring_bytes)
 
-        self._cb = _cb
-        self.bpf[b"events"].open_ring_buffer(_cb)
-
-    def poll(self, timeout_ms: int = 100) -> None:
-        # bpf_poll_ringbuf returns the records consumed (BCC's wrapper drops it).
-        n = self._lib.bpf_poll_ringbuf(self.bpf._ringbuf_manager, timeout_ms)
-        if n > 0 and timeout_ms and self._batch_s:
+    def poll(self, timeout_ms: int = 100) -> int:
+        """Consume what the kernel submitted, waiting up to `timeout_ms` for the
+        first record; returns how many records were handled."""
+        ring, cb = self._ring, self._cb
+        n = ring.consume(cb)
+        if not n and timeout_ms and ring.wait(timeout_ms / 1000):
+            n = ring.consume(cb)
+        if n and timeout_ms and self._batch_s:
+            # Let the next batch accumulate: fewer wakeups per record.
             time.sleep(self._batch_s)
+        return n
 
     def counters(self) -> dict[str, int]:
         out = {}
@@ -193,6 +197,9 @@ class Probes:
         return out
 
     def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         try:
             self.bpf.cleanup()
         except Exception as e:  # detaching must not hide the real exit status

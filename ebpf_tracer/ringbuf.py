@@ -89,7 +89,10 @@ class RingBuffer:
         return n
 
     def close(self) -> None:
-        self._view.release()
         self._epoll.close()
-        self._prod.close()
-        self._cons.close()
+        try:
+            self._view.release()
+            self._prod.close()
+            self._cons.close()
+        except BufferError:  # a record view still referenced: the GC unmaps later
+            pass
