@@ -153,7 +153,8 @@ def check_tls() -> Check:
         if syms:
             hookable.append(f"{path} ({', '.join(syms)})")
     unsupported = ("not hookable yet (their HTTPS is not visible): statically linked TLS, "
-                   "e.g. grpcio's BoringSSL, Node's bundled OpenSSL, Go crypto/tls, rustls")
+                   "e.g. grpcio's BoringSSL, Node's bundled OpenSSL, Go crypto/tls, rustls, and "
+                   "other libraries: GnuTLS, NSS, wolfSSL, mbed TLS, Java's JSSE")
     if not hookable:
         return Check("tls", False, "no OpenSSL libssl found: HTTPS traffic is not visible; "
                      + unsupported, "install OpenSSL's libssl (libssl3 or libssl1.1)")

@@ -131,7 +131,8 @@ def _export_config(cfg: Config, exporter: str | None, output: str | None) -> Non
             raise TracerError(f"{file.exporter.source if file and file.exporter else 'exporter'}"
                               f"={kind!r}: choose console, otlp or jsonl")
         cfg.bsp = BspConfig.from_settings(settings)
-        explicit = any(k in OTLP_KEYS for k in layer) or bool(file and file.settings)
+        explicit = (any(k in OTLP_KEYS for k in layer) or bool(file and file.settings)
+                    or any(k.startswith("OTEL_EXPORTER_OTLP_") for k in os.environ))
         if kind == "otlp" or explicit:
             OtlpConfig.from_settings(settings)  # fail now, naming the bad setting
     except ExportConfigError as e:

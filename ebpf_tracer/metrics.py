@@ -39,11 +39,16 @@ class ParserTotals:
 
     def __init__(self) -> None:
         self.parse_errors = 0
+        self.parse_errors_by_protocol: dict[str, int] = {"http1": 0, "http2": 0}
         self.partial_records = 0
         self.unmatched_responses = 0
 
     def add(self, stats: object) -> None:
-        self.parse_errors += getattr(stats, "parse_errors", 0)
+        errors = getattr(stats, "parse_errors", 0)
+        self.parse_errors += errors
+        # Http2Stats for HTTP/2 (and h2c) connections, the HTTP/1 parser's otherwise.
+        proto = "http2" if type(stats).__name__ == "Http2Stats" else "http1"
+        self.parse_errors_by_protocol[proto] += errors
         self.partial_records += getattr(stats, "partial_records", 0)
         self.unmatched_responses += getattr(stats, "unmatched_responses", 0)
 

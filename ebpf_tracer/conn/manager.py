@@ -19,6 +19,7 @@ from ..protocols.http2 import Http2Connection, Http2Record
 from .sockets import NotTcp, SocketTable, addresses_of, fd_exists, format_addr, socket_inode
 from .tracker import ConnTracker
 
+_DIRECTIONS = (Direction.INGRESS, Direction.EGRESS)  # by value; cheaper than Direction(x)
 log = logging.getLogger(__name__)
 
 Emitted = list[tuple[ConnMeta, Http1Record | Http2Record]]
@@ -130,7 +131,7 @@ class ConnManager:
             t.parser = self._choose_parser(t.meta.role, flags, data)
         if flags & EVF_TLS:
             t.meta.tls = True
-        recs = t.on_data(Direction(direction), pos, length, data, ts_ns, tail)
+        recs = t.on_data(_DIRECTIONS[direction], pos, length, data, ts_ns, tail)
         if t.meta.role is Role.UNKNOWN and t.parser.role is not Role.UNKNOWN:
             t.meta.role = t.parser.role
         if getattr(t.parser, "unparseable", None):

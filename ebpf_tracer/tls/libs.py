@@ -19,6 +19,14 @@ LIBSSL = re.compile(r"/libssl\.so(\.\d+)*$")
 # Libraries never worth scanning for embedded TLS (OpenSSL's own, libc...).
 _SKIP = re.compile(r"/(libssl|libcrypto|libc|libm|ld-linux[-\w]*|libpthread|libdl|libgnutls"
                    r"|libz|libstdc\+\+|libgcc_s)\.so")
+# Shared TLS libraries other than OpenSSL: named as not visible, never silently missed.
+_OTHER_TLS = (
+    (re.compile(r"/libgnutls\.so"), "GnuTLS"),
+    (re.compile(r"/(libnss3|libssl3)\.so"), "NSS"),
+    (re.compile(r"/libwolfssl\.so"), "wolfSSL"),
+    (re.compile(r"/libmbedtls\.so"), "mbed TLS"),
+    (re.compile(r"/libjvm\.so$"), "Java's TLS (JSSE)"),
+)
 STATIC_OPENSSL = "statically linked OpenSSL"
 _MAX_SCAN = 512 << 20  # bytes: bigger files are not searched
 SYSTEM_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu",
@@ -64,8 +72,8 @@ class TlsStatus:
             parts.append("TLS visible through " + ", ".join(x.describe() for x in self.visible))
         if self.invisible:
             parts.append("TLS NOT visible through " + ", ".join(
-                x.describe() for x in self.invisible) + " (statically linked TLS is not "
-                "supported yet: only a dynamically linked OpenSSL libssl is hooked)")
+                x.describe() for x in self.invisible) + " (not supported yet: only a "
+                "dynamically linked OpenSSL libssl is hooked; plaintext traffic is still traced)")
         return "; ".join(parts) or "no TLS library"
 
 
@@ -148,6 +156,11 @@ def classify(pid: int, proc: str = "/proc") -> TlsStatus | None:
     for path in files:
         if LIBSSL.search(path):
             status.libs.append(LibInfo(path, host_path(pid, path, proc), "openssl", True))
+            continue
+        for pattern, kind in _OTHER_TLS:
+            if pattern.search(path):
+                status.libs.append(LibInfo(path, host_path(pid, path, proc), kind, False))
+                break
     for path in execs:
         if _SKIP.search(path) or path.startswith("/memfd:"):
             continue

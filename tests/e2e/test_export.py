@@ -403,6 +403,8 @@ def test_bad_settings_fail_at_start_naming_the_setting(python_server, tmp_path: 
         (["--otlp-protocol", "thrift"], {}, "--otlp-protocol='thrift'"),
         ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
         ([], {"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
+        # Only in the environment, no endpoint (console exporter): still checked.
+        ([], {"OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
         (["--exporter", "otlp", "--otlp-certificate", str(tmp_path / "missing.pem")], {},
          "--otlp-certificate"),
         (["--config", str(tmp_path / "missing.yaml")], {}, "--config"),

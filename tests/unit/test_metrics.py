@@ -154,3 +154,16 @@ def test_parser_totals_count_when_the_connection_ends() -> None:
     assert totals.parse_errors == parser.stats.parse_errors
     conns.on_close(1, -1, 7, 3)  # a second close adds nothing
     assert totals.parse_errors == parser.stats.parse_errors
+
+
+def test_parser_totals_split_by_protocol() -> None:
+    from ebpf_tracer.protocols.http1.connection import Http1Stats
+    from ebpf_tracer.protocols.http2.side import Http2Stats
+
+    totals = ParserTotals()
+    h2, h1 = Http2Stats(), Http1Stats()
+    h2.parse_errors, h1.parse_errors = 3, 2
+    totals.add(h2)
+    totals.add(h1)
+    assert totals.parse_errors_by_protocol == {"http1": 2, "http2": 3}
+    assert totals.parse_errors == 5

@@ -128,3 +128,19 @@ def test_watcher_rescans_after_exec(tmp_path: Path) -> None:
     assert calls == [str(lib)]
     w.tick(now=200.0)
     assert not w._due
+
+
+def test_other_shared_tls_libraries_are_named_not_visible(tmp_path: Path) -> None:
+    libs = {"libgnutls.so.30": "GnuTLS", "libnss3.so": "NSS", "libssl3.so": "NSS",
+            "libwolfssl.so.35": "wolfSSL", "libmbedtls.so.14": "mbed TLS",
+            "libjvm.so": "Java's TLS (JSSE)"}
+    paths = []
+    for name in libs:
+        p = tmp_path / name
+        p.write_bytes(ELF)
+        paths.append(str(p))
+    proc = fake_proc(tmp_path, 43, paths)
+    st = classify(43, str(proc))
+    assert st is not None and not st.visible
+    assert [(os.path.basename(x.path), x.kind) for x in st.invisible] == list(libs.items())
+    assert "TLS NOT visible through GnuTLS in" in st.describe()

@@ -104,18 +104,22 @@ def parse_head(head: bytes, is_request: bool) -> Message | None:
     return msg
 
 
-_FIELD = re.compile(r"^([^:\r\n]+):([^\r\n]*)", re.MULTILINE)
-
-
 def _fields(text: str, start: int) -> dict[str, str]:
-    # Fast path (hot): no folding, no repeats, within the caps.
+    # Fast path (hot): no folding, no repeats, no odd lines, within the caps.
     if "\n " not in text and "\n\t" not in text:
-        pairs = _FIELD.findall(text, start)
-        headers = {k.strip().lower(): v.strip() for k, v in pairs}
-        if len(headers) == len(pairs) and len(pairs) <= MAX_HEADERS and (
-            len(text) <= MAX_VALUE or max(map(len, headers.values()), default=0) <= MAX_VALUE
-        ):
-            return headers
+        headers: dict[str, str] = {}
+        count = 0
+        for line in text[start:].split("\n"):
+            name, sep, value = line.partition(":")
+            if not sep or not name or name[-1] in " \t" or name[0] == "\r":
+                break  # not a plain field line: let the slow path decide
+            count += 1
+            headers[name.lower()] = value.strip()
+        else:
+            if len(headers) == count and count <= MAX_HEADERS and (
+                len(text) <= MAX_VALUE or max(map(len, headers.values()), default=0) <= MAX_VALUE
+            ):
+                return headers
     return _fields_slow(text[start:].split("\n"))
 
 
