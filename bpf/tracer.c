@@ -368,7 +368,17 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     /* A thread that dies inside SSL_read never returns: forget its call,
      * or a later thread with its id would have its syscalls ignored. */
     active_ssl.delete(&id);
-    if ((__u32)id != tgid || tgid == AGENT_PID)
+    if ((__u32)id != tgid) {
+#if !TRACE_ALL
+        /* sched_process_fork cannot tell threads from processes: a traced
+         * process's threads were added by their id too. Drop it, or the map
+         * fills with dead ids that later processes would inherit. */
+        __u32 tid = (__u32)id;
+        traced_pids.delete(&tid);
+#endif
+        return 0;
+    }
+    if (tgid == AGENT_PID)
         return 0;
     /* Excluded processes report their exit too: the agent forgets them. */
     int excluded = excluded_pids.lookup(&tgid) != NULL;

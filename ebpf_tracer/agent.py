@@ -10,6 +10,7 @@ import dataclasses
 import gc
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,8 +67,11 @@ def descendants(pids: list[int]) -> set[int]:
 class Agent:
     def __init__(self, cfg: Config, exporter=None) -> None:  # noqa: ANN001
         self.cfg = cfg
+        # `exec`: the command owns stdout (pipes like `exec -- curl ... | jq`), so
+        # spans printed without --output go to stderr.
+        stream = sys.stderr if cfg.mode is Mode.EXEC and not cfg.output else None
         self._exporter = exporter or make_exporter(cfg.exporter, output=cfg.output,
-                                                   settings=cfg.export_settings)
+                                                   settings=cfg.export_settings, stream=stream)
         bsp = cfg.bsp or BspConfig(schedule_delay_s=cfg.batch_delay_s)
         self.batcher = BatchSpanProcessor(
             self._exporter,
@@ -112,6 +116,8 @@ class Agent:
         self.spans_unknown_status = 0  # no response seen
         self.spans_unknown_peer = 0  # peer address unresolved
         self.spans_partial = 0  # framing not exact (lost bytes, truncated)
+        self.spans_unknown_h2_fields = 0  # HTTP/2 spans with any field unknown
+        self.spans_unknown_by_field: dict[str, int] = {}  # e.g. path, authority
         self._stop = False
         self.tls = TlsWatcher()  # OpenSSL uprobes, once per library file
 
@@ -264,7 +270,8 @@ class Agent:
             span = record_span(rec, meta, self.resources.get(meta.pid),
                                clock_offset_ns=self.clock_offset_ns)
             self.spans_produced += 1
-            if rec.status is None or rec.partial or meta.peer_addr is None:
+            if (rec.status is None or rec.partial or meta.peer_addr is None
+                    or getattr(rec, "unknown_fields", None)):
                 self._count_unknown(rec, meta)
             self.batcher.on_end(span)
 
@@ -272,6 +279,14 @@ class Agent:
         self.spans_unknown_status += rec.status is None
         self.spans_unknown_peer += meta.peer_addr is None
         self.spans_partial += rec.partial is not None
+        # HTTP/2 joined mid-connection: header fields behind HPACK entries never seen.
+        fields = getattr(rec, "unknown_fields", None)
+        if fields:
+            self.spans_unknown_h2_fields += 1
+            by_field = self.spans_unknown_by_field
+            for name in fields:
+                key = name.lstrip(":").replace("-", "_")
+                by_field[key] = by_field.get(key, 0) + 1
 
     # -- loop ------------------------------------------------------------------
 
@@ -318,6 +333,8 @@ class Agent:
             "spans_unknown_status_code": self.spans_unknown_status,
             "spans_unknown_peer_address": self.spans_unknown_peer,
             "spans_unknown_framing": self.spans_partial,
+            "spans_unknown_http2_header_fields": self.spans_unknown_h2_fields,
+            **{f"spans_unknown_{k}": v for k, v in self.spans_unknown_by_field.items()},
         }
         if self.selector is not None:
             s["selection_cached"] = len(self.selector)

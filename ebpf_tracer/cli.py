@@ -28,7 +28,7 @@ def _common(f: Callable) -> Callable:
         click.option("--ready-file", default=None, metavar="PATH",
                      help="Created once probes are attached; traffic from then on is seen."),
         click.option("--max-copy", default=2048, show_default=True, type=int,
-                     help="Payload bytes copied per syscall (power of two, 64-16384)."),
+                     help="Payload bytes copied per syscall (power of two, 256-16384)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logs."),
     ]
     f = _export_options(f)  # listed after these in --help
@@ -204,20 +204,29 @@ def _build_agent(cfg: Config):  # noqa: ANN202
 
 
 class _Stopper:
-    """SIGINT/SIGTERM end the loop; the agent then flushes and detaches."""
+    """SIGINT/SIGTERM end the loop; the agent then flushes and detaches.
 
-    def __init__(self, agent, on_signal: Callable[[int], None] | None = None) -> None:  # noqa: ANN001
-        self.agent = agent
-        self.on_signal = on_signal
+    Installed before the agent starts: a signal during the BPF compile is
+    remembered and honoured once the agent exists, never a traceback.
+    """
+
+    def __init__(self) -> None:
+        self.agent = None
+        self.on_signal: Callable[[int], None] | None = None
         self.signum: int | None = None
         signal.signal(signal.SIGINT, self._handle)
         signal.signal(signal.SIGTERM, self._handle)
+
+    def attach(self, agent, on_signal: Callable[[int], None] | None = None) -> None:  # noqa: ANN001
+        self.agent, self.on_signal = agent, on_signal
+        if self.signum is not None:
+            agent.stop()
 
     def _handle(self, signum: int, _frame: object) -> None:
         self.signum = signum
         if self.on_signal:
             self.on_signal(signum)
-        else:
+        elif self.agent is not None:
             self.agent.stop()
 
 
@@ -276,6 +285,7 @@ def run(exporter, output, ready_file, max_copy, verbose, **run_opts) -> None:  #
     from .selection import SelectionError, apply_run_options, load_run_sections
 
     _setup_logging(verbose)
+    stopper = _Stopper()
     try:
         ctx = click.get_current_context()
         path = ctx.meta.get(_EXPORT_FLAGS, {}).get("config_file")
@@ -292,7 +302,7 @@ def run(exporter, output, ready_file, max_copy, verbose, **run_opts) -> None:  #
         agent.start()
     except TracerError as e:
         _fail(str(e))
-    _Stopper(agent)
+    stopper.attach(agent)
     agent.run()
     _finish(agent)
 
@@ -307,13 +317,14 @@ def attach(pids, exporter, output, ready_file, max_copy, verbose) -> None:  # no
     for pid in pids:
         if not os.path.exists(f"/proc/{pid}"):
             _fail(f"no process with pid {pid}; check it with `ps -p {pid}`", 2)
+    stopper = _Stopper()
     try:
         agent = _build_agent(_config(Mode.ATTACH, list(pids), exporter, output, ready_file,
                                      max_copy))
         agent.start()
     except TracerError as e:
         _fail(str(e))
-    _Stopper(agent)
+    stopper.attach(agent)
 
     def all_gone() -> bool:
         return not any(_alive(p) for p in pids)
@@ -332,11 +343,15 @@ def exec_(command, exporter, output, ready_file, max_copy, verbose) -> None:  # 
     from .launch import GatedProcess
 
     _setup_logging(verbose)
+    stopper = _Stopper()
     try:
         agent = _build_agent(_config(Mode.EXEC, [], exporter, output, ready_file, max_copy))
         agent.start()
     except TracerError as e:
         _fail(str(e))
+    if stopper.signum is not None:  # interrupted while loading: do not start the command
+        agent.shutdown()
+        sys.exit(128 + stopper.signum)
     try:
         child = GatedProcess(list(command))
     except OSError as e:
@@ -352,7 +367,7 @@ def exec_(command, exporter, output, ready_file, max_copy, verbose) -> None:  # 
             except ProcessLookupError:
                 pass
 
-    _Stopper(agent, on_signal=forward)
+    stopper.attach(agent, on_signal=forward)
     child.release()
     agent.run(until=lambda: child.poll() is not None)
     child.wait()

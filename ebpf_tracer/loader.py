@@ -100,6 +100,7 @@ class Probes:
             f"-DEXPECTED_OPEN_SIZE={events.OPEN_INFO.size}",
             "-Wno-macro-redefined",
         ]
+        log.debug("compiling the eBPF programs (a few seconds)")
         try:
             self.bpf = bcc.BPF(text=src.encode(), cflags=cflags)
         except Exception as e:  # bcc raises bare Exception on compile/load errors

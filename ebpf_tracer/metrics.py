@@ -74,6 +74,7 @@ class Snapshot:
     parse_failures: dict[str, int] = field(default_factory=dict)  # by stage
     spans_unknown_fields: dict[str, int] = field(default_factory=dict)  # by field
     own_traffic_dropped: int = 0
+    connections_unparseable: int = 0  # not the protocol the first bytes suggested
 
     def describe(self) -> str:
         """One log line."""
@@ -120,6 +121,7 @@ def snapshot(agent: Any) -> Snapshot:
         parse_failures=parse,
         spans_unknown_fields=unknown,
         own_traffic_dropped=stats.get("own_traffic_dropped", 0),
+        connections_unparseable=stats.get("conn_unparseable", 0),
     )
 
 
@@ -174,10 +176,13 @@ class _Collector:
         yield GaugeMetricFamily(PREFIX + "connections_tracked", "Connections being tracked.",
                                 value=snap.connections_tracked)
         yield labelled("parse_failures", "Records or bytes that could not be parsed, by stage "
-                       "(record: undecodable kernel record; http1: HTTP/1 framing errors, "
+                       "(record: undecodable kernel record; http1, http2: framing errors, "
                        "counted when the connection ends).", "stage", snap.parse_failures)
         yield labelled("spans_unknown_fields", "Spans exported with a field that could not be "
                        "determined, by field.", "field", snap.spans_unknown_fields)
+        yield counter("connections_unparseable", "Connections dropped from tracing because "
+                      "their bytes were not the protocol they first looked like (run with -v "
+                      "for the reason).", snap.connections_unparseable)
         yield counter("own_traffic_dropped", "Server spans dropped because their client was "
                       "this agent's own exporter.", snap.own_traffic_dropped)
 

@@ -339,7 +339,7 @@ def test_signals_exit_zero(start_agent, python_server, sig):
 
 
 def test_jsonl_and_console_exporters(python_server, tmp):
-    """The local exporters, as a user runs them: jsonl to a file, console to stdout."""
+    """The local exporters, as a user runs them: jsonl to a file, console to stderr."""
     _, port = python_server
     url = f"http://127.0.0.1:{port}/hello.txt"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
@@ -359,12 +359,14 @@ def test_jsonl_and_console_exporters(python_server, tmp):
     assert attrs["url.full"] == {"stringValue": url}
     assert attrs["http.response.status_code"] == {"intValue": "200"}
 
-    # Default exporter without an OTLP endpoint: one readable line per span.
-    p = subprocess.run([str(TRACER), "exec", "--", need("curl"), "-s", "-o", "/dev/null", url],
+    # Default exporter without an OTLP endpoint: one readable line per span, on
+    # stderr under `exec` (the command's stdout stays pipeable).
+    p = subprocess.run([str(TRACER), "exec", "--", need("curl"), "-s", url],
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    lines = [line for line in p.stdout.splitlines() if "CLIENT" in line]
-    assert len(lines) == 1, p.stdout
+    assert p.stdout == "hello world\n"
+    lines = [line for line in p.stderr.splitlines() if "CLIENT" in line]
+    assert len(lines) == 1, p.stderr
     assert "curl CLIENT GET /hello.txt -> 200" in lines[0]
 
 
@@ -397,3 +399,20 @@ def test_not_root_gets_one_line_errors_and_fixes():
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     assert "FAIL privileges" in p.stdout and "fix: run as root" in p.stdout
     assert "this machine cannot trace yet" in p.stdout
+
+
+def test_signal_while_loading_exits_cleanly(python_server):
+    """SIGTERM during the BPF compile: no traceback, exit 0, nothing left attached."""
+    srv, _ = python_server
+    p = subprocess.Popen([str(TRACER), "attach", "-v", "--pid", str(srv.pid)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in p.stderr:  # wait until the compile (~2 s) is under way
+        seen.append(line)
+        if "compiling the eBPF programs" in line:
+            break
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    err = "".join(seen) + err
+    assert p.returncode == 0, err
+    assert "Traceback" not in err and "Aborted" not in err

@@ -167,3 +167,33 @@ def test_parser_totals_split_by_protocol() -> None:
     totals.add(h1)
     assert totals.parse_errors_by_protocol == {"http1": 2, "http2": 3}
     assert totals.parse_errors == 5
+
+
+def test_http2_spans_with_unknown_fields_are_counted_by_field() -> None:
+    from ebpf_tracer.agent import Agent
+    from ebpf_tracer.config import Config
+    from ebpf_tracer.model import ConnMeta
+    from ebpf_tracer.protocols.http2 import Http2Record
+
+    class Null:
+        def export(self, spans: Sequence[Span]) -> bool:
+            return True
+
+        def shutdown(self) -> None:
+            pass
+
+    a = Agent(Config(), exporter=Null())
+    meta = ConnMeta(1, 5, 1, Role.SERVER, "127.0.0.1", 80, "127.0.0.1", 5000)
+
+    def rec(unknown: frozenset[str]) -> Http2Record:
+        return Http2Record(1, "POST", "http", None, None, 200, {}, {}, 0, None, 0, 0, None,
+                           None, 1, 2, True, unknown_fields=unknown)
+
+    a._emit([(meta, rec(frozenset({":path", ":authority"}))),
+             (meta, rec(frozenset({":path"}))), (meta, rec(frozenset()))])
+    snap = snapshot(a)
+    assert snap.spans_produced == 3
+    assert snap.spans_unknown_fields["http2_header_fields"] == 2
+    assert snap.spans_unknown_fields["path"] == 2
+    assert snap.spans_unknown_fields["authority"] == 1
+    a.batcher.shutdown()
