@@ -91,8 +91,9 @@ class Agent:
         sel = cfg.selection
         if cfg.mode is Mode.RUN and isinstance(sel, SelectionConfig) and sel:
             self.selector = Selector(sel, self.resources, socket_lookup=self._sockets.lookup)
-        # Only in run mode can the receiving end of our own exports be traced.
-        self._check_own = cfg.mode is Mode.RUN
+        # The receiving end of our own exports may be traced in any mode (run, or
+        # a local collector given to attach/exec): its server spans would loop.
+        self._check_own = True
         self._own_ports: set[int] = set()
         self._own_ports_at = 0.0
         self.own_traffic_dropped = 0

@@ -5,6 +5,7 @@ and attributes. One Phoenix serves the whole module (it takes ~15 s to start).""
 from __future__ import annotations
 
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -65,14 +66,23 @@ def test_phoenix_receives_spans_over_otlp_http(start_agent, python_server, phoen
     # header reaching a real backend is part of what this checks.
     env = env_for(ENDPOINT=phoenix.base_url, PROTOCOL="http/protobuf",
                   HEADERS="x-project-name=ebpf-http", COMPRESSION="gzip")
-    agent = start_agent("attach", "--pid", str(srv.pid), env=env)
+    # Phoenix itself is traced too (a local collector given to attach): the
+    # tracer's own exports to it must not come back as spans, or they would loop.
+    agent = start_agent("attach", "--pid", str(srv.pid), "--pid", str(phoenix.proc.pid),
+                        env=env)
     assert get(port, "/hello.txt") == 200
     assert get(port, "/missing?from=phoenix") == 404
     spans = phoenix.wait_for_spans(lambda s: s["attributes"].get("server.port") == port, 2,
                                    project="ebpf-http")
+    time.sleep(1.5)  # a few more export rounds: any loop would show by now
     rc, _, err = agent.stop()
     assert rc == 0, err
     check_spans(spans, port)
+    own = [s for s in phoenix.spans("ebpf-http") if s["attributes"].get("url.path") == "/v1/traces"]
+    assert own == [], "the tracer traced its own exports"
+    # Phoenix's REST API, which this test queried, is ordinary traffic: traced.
+    assert any(s["attributes"].get("url.path", "").startswith("/v1/projects")
+               for s in phoenix.spans("ebpf-http"))
 
 
 def test_phoenix_receives_spans_over_otlp_grpc(start_agent, python_server, phoenix,
