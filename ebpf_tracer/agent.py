@@ -334,6 +334,9 @@ class Agent:
             "spans_unknown_status_code": self.spans_unknown_status,
             "spans_unknown_peer_address": self.spans_unknown_peer,
             "spans_unknown_framing": self.spans_partial,
+            "unmatched_request_no_response": self.parse_totals.unmatched_requests,
+            "unmatched_response_no_request": self.parse_totals.unmatched_responses,
+            "unmatched_request_queue_full": self.parse_totals.dropped_requests,
             "spans_unknown_http2_header_fields": self.spans_unknown_h2_fields,
             **{f"spans_unknown_{k}": v for k, v in self.spans_unknown_by_field.items()},
         }

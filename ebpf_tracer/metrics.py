@@ -42,6 +42,8 @@ class ParserTotals:
         self.parse_errors_by_protocol: dict[str, int] = {"http1": 0, "http2": 0}
         self.partial_records = 0
         self.unmatched_responses = 0
+        self.unmatched_requests = 0
+        self.dropped_requests = 0
 
     def add(self, stats: object) -> None:
         errors = getattr(stats, "parse_errors", 0)
@@ -51,6 +53,8 @@ class ParserTotals:
         self.parse_errors_by_protocol[proto] += errors
         self.partial_records += getattr(stats, "partial_records", 0)
         self.unmatched_responses += getattr(stats, "unmatched_responses", 0)
+        self.unmatched_requests += getattr(stats, "unmatched_requests", 0)
+        self.dropped_requests += getattr(stats, "dropped_requests", 0)
 
 
 # --- the snapshot ---------------------------------------------------------------
@@ -75,6 +79,8 @@ class Snapshot:
     spans_unknown_fields: dict[str, int] = field(default_factory=dict)  # by field
     own_traffic_dropped: int = 0
     connections_unparseable: int = 0  # not the protocol the first bytes suggested
+    # Messages without a span, by why (counted when their connection ends).
+    messages_unmatched: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
         """One log line."""
@@ -122,6 +128,8 @@ def snapshot(agent: Any) -> Snapshot:
         spans_unknown_fields=unknown,
         own_traffic_dropped=stats.get("own_traffic_dropped", 0),
         connections_unparseable=stats.get("conn_unparseable", 0),
+        messages_unmatched={k.removeprefix("unmatched_"): v for k, v in stats.items()
+                            if k.startswith("unmatched_")},
     )
 
 
@@ -183,6 +191,11 @@ class _Collector:
         yield counter("connections_unparseable", "Connections dropped from tracing because "
                       "their bytes were not the protocol they first looked like (run with -v "
                       "for the reason).", snap.connections_unparseable)
+        yield labelled("messages_unmatched", "Messages that made no span, counted when their "
+                       "connection ends: request_no_response (closed first, or the response "
+                       "was lost), response_no_request (joined mid-stream, or the request was "
+                       "lost), request_queue_full (too many pipelined requests).", "kind",
+                       snap.messages_unmatched)
         yield counter("own_traffic_dropped", "Server spans dropped because their client was "
                       "this agent's own exporter.", snap.own_traffic_dropped)
 
@@ -274,6 +287,9 @@ def format_stats(metrics: Mapping[str, Mapping[tuple[str, ...], float]]) -> str:
         ("parse failures", str(total("parse_failures")), detail("parse_failures")),
         ("spans with unknown fields", str(total("spans_unknown_fields")),
          detail("spans_unknown_fields")),
+        ("messages without a span", str(total("messages_unmatched")),
+         detail("messages_unmatched")),
+        ("connections unparseable", str(total("connections_unparseable")), ""),
     ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}{extra}" for name, value, extra in rows)

@@ -50,6 +50,7 @@ class FakeAgent:
             "parse_failures_record": 1, "parse_failures_http1": 2,
             "spans_unknown_status_code": 4, "spans_unknown_peer_address": 0,
             "spans_unknown_framing": 1, "own_traffic_dropped": 0,
+            "unmatched_request_no_response": 6, "conn_unparseable": 2,
         }
 
 
@@ -110,6 +111,9 @@ def test_prometheus_endpoint_and_stats_view(agent: FakeAgent) -> None:
         assert "export errors              2  (401=2)" in view
         assert "ring-buffer events lost    7" in view
         assert "export queue               0 / 10" in view
+        assert "messages without a span    6  (request_no_response=6)" in view
+        assert "connections unparseable    2" in view
+        assert 'ebpf_tracer_messages_unmatched_total{kind="request_no_response"} 6.0' in text
     finally:
         server.close()
 
@@ -196,4 +200,26 @@ def test_http2_spans_with_unknown_fields_are_counted_by_field() -> None:
     assert snap.spans_unknown_fields["http2_header_fields"] == 2
     assert snap.spans_unknown_fields["path"] == 2
     assert snap.spans_unknown_fields["authority"] == 1
+    a.batcher.shutdown()
+
+
+def test_requests_without_response_are_counted_when_the_connection_ends() -> None:
+    from ebpf_tracer.agent import Agent
+    from ebpf_tracer.config import Config
+
+    class Null:
+        def export(self, spans: Sequence[Span]) -> bool:
+            return True
+
+        def shutdown(self) -> None:
+            pass
+
+    a = Agent(Config(), exporter=Null())
+    req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+    a.conns.on_data(1, -1, 7, int(Role.SERVER), int(Direction.INGRESS), 0, len(req), req, 1)
+    assert snapshot(a).messages_unmatched["request_no_response"] == 0
+    a.conns.on_close(1, -1, 7, 2)
+    snap = snapshot(a)
+    assert snap.messages_unmatched == {"request_no_response": 2, "response_no_request": 0,
+                                       "request_queue_full": 0}
     a.batcher.shutdown()
