@@ -23,7 +23,7 @@ from bench.common import table, write_result  # noqa: E402
 from ebpf_tracer import events  # noqa: E402
 from ebpf_tracer.agent import Agent  # noqa: E402
 from ebpf_tracer.config import Config  # noqa: E402
-from ebpf_tracer.export.encoder import encode_spans  # noqa: E402
+from ebpf_tracer.export.encoder import encode_request_bytes  # noqa: E402
 
 REQ = b"GET /c HTTP/1.1\r\nHost: 127.0.0.1:18090\r\nUser-Agent: wrk\r\n\r\n"
 RESP = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 22:49:03 GMT\r\n"
@@ -76,7 +76,7 @@ def encode(spans: list, rounds: int = 5) -> float:
     for _ in range(rounds):
         t = time.perf_counter()
         for i in range(0, len(spans), 512):
-            encode_spans(spans[i : i + 512]).SerializeToString()
+            encode_request_bytes(spans[i : i + 512])
         per.append((time.perf_counter() - t) / len(spans) * 1e6)
     return statistics.median(per)
 

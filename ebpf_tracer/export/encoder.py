@@ -1,21 +1,22 @@
-"""Span → OTLP: protobuf request for the OTLP transports, OTLP/JSON dict for jsonl.
+"""Span → OTLP: protobuf bytes for the OTLP transports, OTLP/JSON dict for jsonl.
 
-Pure functions, no I/O. Protobuf messages are built in place with ``add()``
-and attribute assignment, which measured about twice as fast as building
-``KeyValue``/``AnyValue`` objects and copying them in.
+Pure functions, no I/O. The protobuf request is written by hand (wire.py) rather
+than built with the protobuf library, about 4x cheaper per span: the bytes of
+whatever repeats (resources, the scope, span names, attribute keys, common
+key/value pairs) are encoded once and cached.
 """
 
 from __future__ import annotations
 
 import base64
 import math
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from .. import __version__
 from ..model import AttrValue, Resource, Span
+from . import wire
 
 SCOPE_NAME = "ebpf-tracer"
 SCOPE_VERSION = __version__
@@ -23,89 +24,152 @@ SCOPE_VERSION = __version__
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
+RESOURCE_CACHE_SIZE = 4096
+NAME_CACHE_SIZE = 1024
+ATTRIBUTE_CACHE_SIZE = 4096  # encoded key/value pairs
 
-def encode_spans(spans: Sequence[Span]) -> ExportTraceServiceRequest:
-    """One ExportTraceServiceRequest, one ResourceSpans per distinct Resource."""
-    by_resource: dict[Resource, list[Span]] = {}
-    for span in spans:
-        group = by_resource.get(span.resource)
-        if group is None:
-            by_resource[span.resource] = [span]
-        else:
-            group.append(span)
+# Tags (field number << 3 | wire type) of opentelemetry-proto's trace messages.
+_RESOURCE_SPANS = b"\x0a"  # ExportTraceServiceRequest.resource_spans = 1
+_RESOURCE = b"\x0a"  # ResourceSpans.resource = 1
+_SCOPE_SPANS = b"\x12"  # ResourceSpans.scope_spans = 2
+_RESOURCE_ATTRIBUTE = b"\x0a"  # Resource.attributes = 1
+_SCOPE = b"\x0a"  # ScopeSpans.scope = 1
+_SPAN = b"\x12"  # ScopeSpans.spans = 2
+_SCOPE_NAME = b"\x0a"  # InstrumentationScope.name = 1
+_SCOPE_VERSION = b"\x12"  # InstrumentationScope.version = 2
+_TRACE_ID = b"\x0a"  # Span.trace_id = 1
+_SPAN_ID = b"\x12"  # Span.span_id = 2
+_PARENT_SPAN_ID = b"\x22"  # Span.parent_span_id = 4
+_NAME = b"\x2a"  # Span.name = 5
+_KIND = b"\x30"  # Span.kind = 6, varint
+_START = b"\x39"  # Span.start_time_unix_nano = 7, fixed64
+_END = b"\x41"  # Span.end_time_unix_nano = 8, fixed64
+_ATTRIBUTE = b"\x4a"  # Span.attributes = 9
+_STATUS = b"\x7a"  # Span.status = 15
+_STATUS_MESSAGE = b"\x12"  # Status.message = 2
+_STATUS_CODE = b"\x18"  # Status.code = 3
 
-    request = ExportTraceServiceRequest()
-    for resource, group in by_resource.items():
-        resource_spans = request.resource_spans.add()
-        fill_attributes(resource_spans.resource.attributes, resource.attributes)
-        scope_spans = resource_spans.scope_spans.add()
-        scope_spans.scope.name = SCOPE_NAME
-        scope_spans.scope.version = SCOPE_VERSION
-        add_span = scope_spans.spans.add
+_SCOPE_FIELD = wire.field(
+    _SCOPE,
+    wire.field(_SCOPE_NAME, SCOPE_NAME.encode())
+    + wire.field(_SCOPE_VERSION, SCOPE_VERSION.encode()),
+)
+_pack_time = struct.Struct("<Q").pack
+# What every span the agent makes starts with, in one call: the 16-byte trace id,
+# the 8-byte span id, a kind below 128 (one-byte varint) and both times, each
+# after its tag (passed as ints: 0x30 _KIND, 0x39 _START, 0x41 _END).
+_pack_head = struct.Struct("<2s16s2s8sBBBQBQ").pack
+_TRACE_ID_16 = _TRACE_ID + b"\x10"
+_SPAN_ID_8 = _SPAN_ID + b"\x08"
+
+_resources: dict[Resource, tuple[Resource, bytes]] = {}
+_names = wire.StringFields(_NAME, NAME_CACHE_SIZE)
+_attributes = wire.AttributeFields(_ATTRIBUTE, ATTRIBUTE_CACHE_SIZE)
+_span_prefix = wire.Prefixes(_SPAN)
+
+
+def encode_request_bytes(spans: Sequence[Span]) -> bytes:
+    """The protobuf encoding of one ExportTraceServiceRequest: one ResourceSpans
+    per distinct Resource (first-seen order), each with one ScopeSpans."""
+    # The hot loop is written out inline: a call per span or attribute costs more
+    # than the encoding itself.
+    attributes = _attributes
+    names = _names
+    span_prefix = _span_prefix
+    pack_head = _pack_head
+    out: list[bytes] = []
+    for resource, group in _group_by_resource(spans).items():
+        pieces: list[bytes] = []
         for span in group:
-            out = add_span(
-                trace_id=span.trace_id,
-                span_id=span.span_id,
-                name=span.name,
-                kind=span.kind,
-                start_time_unix_nano=span.start_time_ns,
-                end_time_unix_nano=span.end_time_ns,
-            )
+            trace_id = span.trace_id
+            span_id = span.span_id
+            kind = span.kind
+            if len(trace_id) == 16 and len(span_id) == 8 and 0 < kind < 128:
+                parts = [
+                    pack_head(_TRACE_ID_16, trace_id, _SPAN_ID_8, span_id, 0x30, kind,
+                              0x39, span.start_time_ns, 0x41, span.end_time_ns),
+                    names[span.name],
+                ]
+            else:
+                parts = [_unusual_head(span), names[span.name]]
+            append = parts.append
             if span.parent_span_id:
-                out.parent_span_id = span.parent_span_id
-            if span.attributes:
-                fill_attributes(out.attributes, span.attributes.items())
-            if span.status_code:
-                out.status.code = span.status_code
-            if span.status_message:
-                out.status.message = span.status_message
-    return request
+                append(wire.field(_PARENT_SPAN_ID, span.parent_span_id))
+            for key, value in span.attributes.items():
+                value_type = type(value)
+                if value_type is str or value_type is int:
+                    append(attributes[key][value])
+                else:
+                    append(wire.key_value_field(_ATTRIBUTE, key, value))
+            if span.status_code or span.status_message:
+                append(_status_field(span))
+            body = b"".join(parts)
+            pieces.append(span_prefix[len(body)])
+            pieces.append(body)
+        scope_spans_size = len(_SCOPE_FIELD) + sum(map(len, pieces))
+        head = _resource_field(resource) + _SCOPE_SPANS + wire.LENGTH[scope_spans_size]
+        out.append(_RESOURCE_SPANS + wire.varint(len(head) + scope_spans_size))
+        out.append(head)
+        out.append(_SCOPE_FIELD)
+        out += pieces
+    return b"".join(out)
 
 
-def fill_attributes(target: Any, items: Iterable[tuple[str, AttrValue]]) -> None:
-    """Append ``items`` as KeyValues to the repeated field ``target``."""
-    add = target.add
-    for key, value in items:
-        kv = add()
-        kv.key = key
-        _set_any_value(kv.value, value)
+def _group_by_resource(spans: Sequence[Span]) -> dict[Resource, list[Span]]:
+    """Spans by Resource, first-seen order. Resources are looked up by identity
+    first: a Resource's hash is not cached, it re-hashes every attribute."""
+    by_id: dict[int, list[Span]] = {}
+    by_value: dict[Resource, list[Span]] = {}
+    for span in spans:
+        group = by_id.get(id(span.resource))
+        if group is None:
+            group = by_value.get(span.resource)
+            if group is None:
+                group = by_value[span.resource] = []
+            by_id[id(span.resource)] = group
+        group.append(span)
+    return by_value
 
 
-def _set_any_value(out: Any, value: object) -> None:
-    # Exact-type checks first (the common case, and bool is not confused with
-    # int); the isinstance chain below handles subclasses such as IntEnum.
-    kind = type(value)
-    if kind is str:
-        out.string_value = value
-    elif kind is int:
-        _set_int(out, value)  # type: ignore[arg-type]
-    elif kind is bool:
-        out.bool_value = value
-    elif kind is float:
-        out.double_value = value
-    elif isinstance(value, bool):  # before int: bool is an int subclass
-        out.bool_value = bool(value)
-    elif isinstance(value, int):
-        _set_int(out, int(value))
-    elif isinstance(value, float):
-        out.double_value = float(value)
-    elif isinstance(value, str):
-        out.string_value = str(value)
-    elif isinstance(value, bytes | bytearray):
-        out.bytes_value = bytes(value)
-    elif isinstance(value, list | tuple):
-        values = out.array_value.values
-        for item in value:
-            _set_any_value(values.add(), item)
-    else:
-        out.string_value = str(value)
+def _resource_field(resource: Resource) -> bytes:
+    # The entry is trusted for this very object only: an equal Resource may hold
+    # other types ({"k": True} == {"k": 1}), and the agent reuses its Resources.
+    entry = _resources.get(resource)
+    if entry is not None and entry[0] is resource:
+        return entry[1]
+    if len(_resources) >= RESOURCE_CACHE_SIZE:
+        _resources.clear()
+    body = wire.attributes(_RESOURCE_ATTRIBUTE, resource.attributes)
+    # No attributes: the library encoder left the resource unset, so do we.
+    encoded = wire.field(_RESOURCE, body) if body else b""
+    _resources[resource] = (resource, encoded)
+    return encoded
 
 
-def _set_int(out: Any, value: int) -> None:
-    if _INT64_MIN <= value <= _INT64_MAX:
-        out.int_value = value
-    else:  # does not fit OTLP's int64: keep the digits rather than fail the batch
-        out.string_value = str(value)
+def _unusual_head(span: Span) -> bytes:
+    """The first fields of a span that _pack_head cannot write (odd id lengths,
+    kind 0 or above 127), each omitted when empty as proto3 does."""
+    out: list[bytes] = []
+    if span.trace_id:
+        out.append(wire.field(_TRACE_ID, span.trace_id))
+    if span.span_id:
+        out.append(wire.field(_SPAN_ID, span.span_id))
+    if span.kind:
+        out.append(_KIND + wire.varint(span.kind & wire.UINT64_MASK))
+    if span.start_time_ns:
+        out.append(_START + _pack_time(span.start_time_ns))
+    if span.end_time_ns:
+        out.append(_END + _pack_time(span.end_time_ns))
+    return b"".join(out)
+
+
+def _status_field(span: Span) -> bytes:
+    body = b""
+    if span.status_message:
+        body = wire.field(_STATUS_MESSAGE, span.status_message.encode())
+    if span.status_code:
+        body += _STATUS_CODE + wire.varint(span.status_code & wire.UINT64_MASK)
+    return wire.field(_STATUS, body)
 
 
 # --- OTLP/JSON -------------------------------------------------------------

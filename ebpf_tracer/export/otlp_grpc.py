@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from .. import __version__
 from ..model import Span
 from .config import OtlpConfig
-from .encoder import encode_spans
+from .encoder import encode_request_bytes
 from .errors import ExportConfigError
 from .otlp_common import OtlpTransport, decode_status
 from .retry import (
@@ -24,6 +24,7 @@ from .retry import (
 USER_AGENT = f"ebpf-tracer/{__version__}"
 # Where a server puts its google.rpc.Status (with RetryInfo) on an error.
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 class OtlpGrpcExporter(OtlpTransport):
@@ -53,18 +54,24 @@ class OtlpGrpcExporter(OtlpTransport):
                 options=options,
                 compression=self._compression,
             )
-        self._stub = TraceServiceStub(self._channel)
+        # The request is already protobuf bytes (encoder.py writes them by hand):
+        # no request serializer, grpc sends bytes as they are.
+        self._export = self._channel.unary_unary(
+            _EXPORT_METHOD,
+            request_serializer=None,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
 
     def export(self, spans: Sequence[Span]) -> Outcome:
         if not spans:
             return SUCCESS
         if self._stop.is_set():
             return Outcome(ok=False, detail="exporter shut down", code="shutdown")
-        request = encode_spans(spans)
+        request = encode_request_bytes(spans)
 
         def attempt(timeout_s: float) -> Outcome:
             try:
-                response = self._stub.Export(
+                response = self._export(
                     request,
                     timeout=timeout_s,
                     metadata=self._metadata,

@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from .. import __version__, own_sockets
 from ..model import Span
 from .config import PROTOCOL_HTTP_JSON, OtlpConfig
-from .encoder import encode_spans, encode_spans_json
+from .encoder import encode_request_bytes, encode_spans_json
 from .errors import ExportConfigError
 from .otlp_common import OtlpTransport, decode_status
 from .retry import (
@@ -73,7 +73,7 @@ class OtlpHttpExporter(OtlpTransport):
         if self._json:
             body = json.dumps(encode_spans_json(spans), separators=(",", ":")).encode()
         else:
-            body = encode_spans(spans).SerializeToString()
+            body = encode_request_bytes(spans)
         if self._gzip:
             # Level 6 (zlib's default) is several times faster than gzip's 9 for ~the same size.
             body = gzip.compress(body, compresslevel=6, mtime=0)
