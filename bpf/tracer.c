@@ -226,6 +226,62 @@ static __always_inline void fill_hdr(struct event_hdr *h, __u8 type, __u64 id, _
     h->_reserved = 0;
 }
 
+/* ---- the agent's own connections ----------------------------------------
+ * The agent's exporter may talk to a collector this tracer also traces
+ * (attach/run on the collector): its server spans would be exported, traced
+ * and exported again, for ever. The kernel remembers the local address and
+ * port of every TCP connection the agent opens and never traces the far end
+ * of it. sock:inet_sock_set_state gives addresses and ports from tracefs;
+ * the connecting task is current only at SYN_SENT, before the port is
+ * chosen, so the socket address links SYN_SENT to ESTABLISHED (which the
+ * client reaches before the server's accept() returns). */
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+#define IPPROTO_TCP_ 6
+struct own_key {
+    __u8 addr[16]; /* IPv6, or IPv4 mapped (::ffff:a.b.c.d) */
+    __u16 port;
+    __u16 _pad;
+};
+BPF_HASH(own_pending, __u64, __u8, 1024);
+BPF_HASH(own_socks, __u64, struct own_key, 1024);
+BPF_HASH(own_ends, struct own_key, __u8, 1024);
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    if (args->protocol != IPPROTO_TCP_)
+        return 0;
+    __u64 sk = (__u64)args->skaddr;
+    __u8 one = 1;
+    if (args->newstate == TCP_SYN_SENT) {
+        if ((bpf_get_current_pid_tgid() >> 32) == AGENT_PID)
+            own_pending.update(&sk, &one);
+        return 0;
+    }
+    if (args->newstate == TCP_ESTABLISHED) {
+        if (!own_pending.lookup(&sk))
+            return 0;
+        own_pending.delete(&sk);
+        struct own_key k = {};
+        /* saddr_v6 holds the IPv4-mapped address for AF_INET sockets. */
+        __builtin_memcpy(k.addr, args->saddr_v6, 16);
+        k.port = args->sport;
+        own_socks.update(&sk, &k);
+        own_ends.update(&k, &one);
+        return 0;
+    }
+    if (args->newstate == TCP_CLOSE) {
+        own_pending.delete(&sk);
+        struct own_key *k = own_socks.lookup(&sk);
+        if (k) {
+            struct own_key gone = *k;
+            own_ends.delete(&gone);
+            own_socks.delete(&sk);
+        }
+    }
+    return 0;
+}
+
 /* ---- connection lifecycle ------------------------------------------------ */
 
 static __always_inline void open_conn(void *ctx, __u64 id, __s32 fd, __u8 role, __s32 listen_fd,
@@ -247,18 +303,32 @@ static __always_inline void open_conn(void *ctx, __u64 id, __s32 fd, __u8 role, 
     if (uaddr) {
         struct u_sockaddr_in6 sa = {};
         bpf_probe_read_user(&sa, sizeof(sa), (void *)uaddr);
+        struct own_key peer = {};
         if (sa.family == AF_INET) {
             struct u_sockaddr_in *s4 = (struct u_sockaddr_in *)&sa;
             ev.info.family = AF_INET;
             ev.info.peer_port = bpf_ntohs(s4->port);
             __builtin_memcpy(ev.info.peer_addr, s4->addr, 4);
+            peer.addr[10] = 0xff;
+            peer.addr[11] = 0xff;
+            __builtin_memcpy(&peer.addr[12], s4->addr, 4);
         } else if (sa.family == AF_INET6) {
             ev.info.family = AF_INET6;
             ev.info.peer_port = bpf_ntohs(sa.port);
             __builtin_memcpy(ev.info.peer_addr, sa.addr, 16);
+            __builtin_memcpy(peer.addr, sa.addr, 16);
         } else {
             /* AF_UNIX and friends: not TCP, forget it. */
             conns.delete(&key);
+            return;
+        }
+        peer.port = ev.info.peer_port;
+        if (role == ROLE_SERVER && own_ends.lookup(&peer)) {
+            /* The client is this agent's exporter: never traced. */
+            st.proto = PROTO_NONE;
+            st.tls_proto = PROTO_NONE;
+            conns.update(&key, &st);
+            count(5, 1);
             return;
         }
     }

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import events, own_sockets
+from . import events
 from .config import Config, Mode
 from .conn.manager import ConnManager, Emitted
 from .conn.sockets import SocketTable
@@ -91,12 +91,6 @@ class Agent:
         sel = cfg.selection
         if cfg.mode is Mode.RUN and isinstance(sel, SelectionConfig) and sel:
             self.selector = Selector(sel, self.resources, socket_lookup=self._sockets.lookup)
-        # The receiving end of our own exports may be traced in any mode (run, or
-        # a local collector given to attach/exec): its server spans would loop.
-        self._check_own = True
-        self._own_ports: set[int] = set()
-        self._own_ports_at = 0.0
-        self.own_traffic_dropped = 0
         # Parse failures of finished connections, for metrics (see metrics.ParserTotals).
         self.parse_totals = ParserTotals()
         self.conns = ConnManager(
@@ -244,28 +238,8 @@ class Agent:
             self.decode_errors += 1
             log.debug("record dropped", exc_info=True)
 
-    def _is_own_traffic(self, meta) -> bool:  # noqa: ANN001
-        """A server span whose client is this agent (its exporter): never traced."""
-        port = meta.peer_port
-        if port is None or meta.role != 2:
-            return False
-        # Noted by our transports at connect time (cheap, always current)...
-        if port in self._own_ports or own_sockets.has(port):
-            return True
-        # ...plus whatever we hold open that we cannot hook (grpcio's sockets):
-        # a dump of our own fds, at most five times a second.
-        now = time.monotonic()
-        if now - self._own_ports_at < 0.2:
-            return False
-        self._own_ports_at = now
-        self._own_ports = self._sockets.own_ports()
-        return port in self._own_ports
-
     def _emit(self, out: Emitted) -> None:
         for meta, rec in out:
-            if self._check_own and self._is_own_traffic(meta):
-                self.own_traffic_dropped += 1
-                continue
             if self.selector is not None and not self.selector.allows(meta):
                 continue
             span = record_span(rec, meta, self.resources.get(meta.pid),
@@ -325,7 +299,6 @@ class Agent:
             "events": self.events_seen,
             "spans_produced": self.spans_produced,
             "decode_errors": self.decode_errors,
-            "own_traffic_dropped": self.own_traffic_dropped,
             "connections_tracked": len(self.conns),
             "processes_cached": len(self.resources),
             "parse_failures_record": self.decode_errors,

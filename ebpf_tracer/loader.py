@@ -24,7 +24,8 @@ SSL_FUNCS = (
     ("SSL_write_ex", b"ssl_write_ex_enter"),
 )
 
-COUNTER_NAMES = ("ringbuf_lost", "data_events", "conns_opened", "bytes_not_copied", "not_http")
+COUNTER_NAMES = ("ringbuf_lost", "data_events", "conns_opened", "bytes_not_copied", "not_http",
+                 "own_traffic_conns")
 
 
 @dataclass(slots=True)

@@ -77,7 +77,7 @@ class Snapshot:
     connections_tracked: int = 0
     parse_failures: dict[str, int] = field(default_factory=dict)  # by stage
     spans_unknown_fields: dict[str, int] = field(default_factory=dict)  # by field
-    own_traffic_dropped: int = 0
+    own_traffic_connections: int = 0  # the exporter's own, never traced (kernel)
     connections_unparseable: int = 0  # not the protocol the first bytes suggested
     # Messages without a span, by why (counted when their connection ends).
     messages_unmatched: dict[str, int] = field(default_factory=dict)
@@ -126,7 +126,7 @@ def snapshot(agent: Any) -> Snapshot:
         connections_tracked=stats.get("connections_tracked", 0),
         parse_failures=parse,
         spans_unknown_fields=unknown,
-        own_traffic_dropped=stats.get("own_traffic_dropped", 0),
+        own_traffic_connections=stats.get("kernel_own_traffic_conns", 0),
         connections_unparseable=stats.get("conn_unparseable", 0),
         messages_unmatched={k.removeprefix("unmatched_"): v for k, v in stats.items()
                             if k.startswith("unmatched_")},
@@ -196,8 +196,9 @@ class _Collector:
                        "was lost), response_no_request (joined mid-stream, or the request was "
                        "lost), request_queue_full (too many pipelined requests).", "kind",
                        snap.messages_unmatched)
-        yield counter("own_traffic_dropped", "Server spans dropped because their client was "
-                      "this agent's own exporter.", snap.own_traffic_dropped)
+        yield counter("own_traffic_connections", "Connections from this agent's exporter to "
+                      "a traced collector, left untraced by the kernel (no export loop).",
+                      snap.own_traffic_connections)
 
 
 class MetricsServer:

@@ -139,16 +139,6 @@ class SocketTable:
             hit = self._by_inode.get(inode)
         return hit
 
-    def own_ports(self) -> set[int]:
-        """Local ports of this process's TCP sockets (fresh dump)."""
-        inodes = set()
-        for fd in os.listdir("/proc/self/fd"):
-            inode = socket_inode(os.getpid(), int(fd))
-            if inode:
-                inodes.add(inode)
-        self._dump()
-        return {a.local_port for i, a in self._by_inode.items() if i in inodes}
-
     def lookup_fd(self, pid: int, fd: int) -> SockAddrs | None:
         inode = socket_inode(pid, fd)
         return self.lookup(inode) if inode else None

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from .. import __version__, own_sockets
+from .. import __version__
 from ..model import Span
 from .config import PROTOCOL_HTTP_JSON, OtlpConfig
 from .encoder import encode_request_bytes, encode_spans_json
@@ -158,10 +158,10 @@ class OtlpHttpExporter(OtlpTransport):
 
     def _new_connection(self, timeout_s: float) -> http.client.HTTPConnection:
         if self._https:
-            return _NotedHTTPSConnection(
+            return http.client.HTTPSConnection(
                 self._host, self._port, timeout=timeout_s, context=self._ssl_context
             )
-        return _NotedHTTPConnection(self._host, self._port, timeout=timeout_s)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -243,17 +243,3 @@ def _json_retry_delay(status: dict[str, Any]) -> float | None:
 
 def _short(text: str) -> str:
     return " ".join(text.split())[:300]
-
-
-class _NotedHTTPConnection(http.client.HTTPConnection):
-    """Tells the agent our local port, so our exports are never traced."""
-
-    def connect(self) -> None:
-        super().connect()
-        own_sockets.note(self.sock)
-
-
-class _NotedHTTPSConnection(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        own_sockets.note(self.sock)
