@@ -1,8 +1,10 @@
-"""TLS end to end: OpenSSL uprobes give plaintext spans for HTTPS and h2 over TLS;
+"""TLS end to end: OpenSSL uprobes give plaintext spans for HTTPS, h2 and gRPC
+over TLS; the SSL-object-to-fd mapping holds for buffered reads and fd reuse;
 statically linked TLS (grpcio's BoringSSL) is reported as not visible."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -247,3 +249,145 @@ def test_check_lists_tls_libraries():
     out = p.stdout + p.stderr
     assert "libssl.so.3" in out, out
     assert "grpcio" in out and "not" in out, out
+
+
+APP = Path(__file__).with_name("tls_app.py")
+
+
+def _dump(receiver) -> str:
+    return "\n".join(f"pid {s.resource.get('process.pid')} kind {s.kind} {s.name} {A(s)}"
+                     for s in sorted(receiver.spans, key=lambda s: s.start_time_unix_nano))
+
+
+def _started(procs, *argv: str) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, str(APP), *argv], stdout=subprocess.PIPE, text=True)
+    procs.append(p)
+    assert p.stdout.readline() == "ready\n"
+    return p
+
+
+def test_grpc_over_tls_h2_server_python_and_curl_clients(start_agent, receiver, procs, tmp,
+                                                         cert):
+    """gRPC over TLS through the system libssl on both ends: an `h2` server on
+    Python's `ssl` (ALPN h2), called by an h2 client on `ssl` and by curl."""
+    port = free_port()
+    srv = _started(procs, "grpc-serve", str(port), *map(str, cert))
+    go = tmp / "go"
+    cli = _started(procs, "grpc-call", str(port), str(go))
+    agent = start_agent("attach", "--pid", str(srv.pid), "--pid", str(cli.pid))
+    go.touch()
+    summary = json.loads(cli.stdout.readline())
+    assert summary["statuses"] == ["0", "5", "200"]
+    assert summary["curl_rc"] == 0 and summary["curl_out"] == ["2", "2"], summary
+    curl_pid = summary["curl_pid"]
+    srv_spans = settle(receiver, srv.pid, 5)
+    py_spans = of_pid(receiver, cli.pid, 3)
+    curl_spans = of_pid(receiver, curl_pid, 2)
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    time.sleep(0.5)
+    dump = _dump(receiver)
+    assert len(receiver.spans) == 10, dump
+    for pid in (srv.pid, cli.pid):
+        assert any(f"pid {pid} " in x and "TLS visible through OpenSSL libssl" in x
+                   for x in err.splitlines()), err
+
+    def grpc_ok(s, kind, method, code):
+        assert s.kind == kind, (s.name, A(s))
+        assert s.name == f"t.Greeter/{method}"
+        assert A(s)["rpc.system"] == "grpc"
+        assert A(s)["rpc.service"] == "t.Greeter" and A(s)["rpc.method"] == method
+        assert A(s)["rpc.grpc.status_code"] == code
+        assert A(s)["server.port"] == port
+        assert A(s)["network.protocol.version"] == "2"
+        assert A(s)["ebpf_tracer.rpc.request.messages"] == 1
+        if kind == CLIENT:
+            assert A(s)["network.peer.port"] == port
+        assert "ebpf_tracer.unknown_fields" not in A(s) and "ebpf_tracer.partial" not in A(s)
+
+    # The Python h2 client: two calls and a plain HTTP/2 request, one connection.
+    assert len(py_spans) == 3, dump
+    grpc_ok(py_spans[0], CLIENT, "SayHello", 0)
+    assert A(py_spans[0])["server.address"] == "localhost"
+    assert A(py_spans[0])["ebpf_tracer.rpc.response.messages"] == 1
+    grpc_ok(py_spans[1], CLIENT, "Missing", 5)
+    assert py_spans[1].status_code == 2 and A(py_spans[1])["error.type"] == "NOT_FOUND"
+    assert A(py_spans[1])["ebpf_tracer.rpc.response.messages"] == 0, "Trailers-Only"
+    plain = py_spans[2]
+    assert plain.kind == CLIENT and plain.name == "GET"
+    assert A(plain)["url.full"] == f"https://localhost:{port}/plain"
+    assert A(plain)["url.scheme"] == "https" and A(plain)["http.response.status_code"] == 200
+    assert "rpc.system" not in A(plain)
+    # curl: two calls on one connection.
+    assert [s.resource.get("service.name") for s in curl_spans] == ["curl", "curl"]
+    grpc_ok(curl_spans[0], CLIENT, "SayHello", 0)
+    grpc_ok(curl_spans[1], CLIENT, "Boom", 13)
+    assert A(curl_spans[0])["server.address"] == "127.0.0.1"
+    assert curl_spans[1].status_code == 2 and A(curl_spans[1])["error.type"] == "INTERNAL"
+    assert A(curl_spans[1])["ebpf_tracer.rpc.response.messages"] == 0
+    # The server: all five, on two connections (the Python client's, then curl's).
+    assert len(srv_spans) == 5, dump
+    grpc_ok(srv_spans[0], SERVER, "SayHello", 0)
+    grpc_ok(srv_spans[1], SERVER, "Missing", 5)
+    assert srv_spans[1].status_code == 0, "NOT_FOUND is not a server error"
+    assert srv_spans[2].kind == SERVER and A(srv_spans[2])["url.path"] == "/plain"
+    assert A(srv_spans[2])["url.scheme"] == "https"
+    assert A(srv_spans[2])["http.response.body.size"] == len("plain h2\n")
+    grpc_ok(srv_spans[3], SERVER, "SayHello", 0)
+    grpc_ok(srv_spans[4], SERVER, "Boom", 13)
+    assert srv_spans[4].status_code == 2, "INTERNAL is a server error"
+    py_port = {A(s)["client.port"] for s in srv_spans[:3]}
+    curl_port = {A(s)["client.port"] for s in srv_spans[3:]}
+    assert len(py_port) == 1 and len(curl_port) == 1 and py_port != curl_port
+
+
+def test_ssl_to_fd_mapping_buffered_reads_and_fd_reuse(start_agent, receiver, procs, tmp, cert):
+    """SSL_read_ex calls served from OpenSSL's buffer (no nested syscall), on
+    both ends; one fd number reused TLS->TLS, TLS->cleartext, cleartext->TLS,
+    and reused while a live SSL object still hands out buffered plaintext."""
+    tls1, tls2, plain = free_port(), free_port(), free_port()
+    ports = [str(p) for p in (tls1, tls2, plain)]
+    srv = _started(procs, "https-serve", *ports, *map(str, cert))
+    go = tmp / "go"
+    cli = _started(procs, "https-call", *ports, str(go))
+    agent = start_agent("attach", "--pid", str(srv.pid), "--pid", str(cli.pid))
+    go.touch()
+    conns = json.loads(cli.stdout.readline())
+    assert len({c["fd"] for c in conns.values()}) == 1, f"one fd number for all: {conns}"
+    srv_spans = settle(receiver, srv.pid, 9)
+    cli_spans = of_pid(receiver, cli.pid, 9)
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    time.sleep(0.5)
+    dump = _dump(receiver)
+    # Exactly one span per request on each end: no span from handshakes or
+    # ciphertext, none twice.
+    assert len(receiver.spans) == 18, dump
+    paths = ["/a1", "/a2", "/a3", "/b1", "/b2", "/c1", "/d1", "/e1", "/f1"]
+    conn_of = {p: p[1].upper() for p in paths}
+    port_of = {"A": tls1, "B": tls2, "C": plain, "D": tls1, "E": tls1, "F": plain}
+    assert [A(s)["url.path"] for s in srv_spans] == paths, dump
+    for s in srv_spans:
+        c = conn_of[A(s)["url.path"]]
+        assert s.kind == SERVER and A(s)["http.response.status_code"] == 200, (c, A(s))
+        assert A(s)["client.port"] == conns[c]["port"], (c, A(s))
+        assert A(s)["server.port"] == port_of[c], (c, A(s))
+        assert A(s)["url.scheme"] == ("http" if port_of[c] == plain else "https"), (c, A(s))
+        assert A(s)["http.response.body.size"] == len(f"body of {A(s)['url.path']}\n")
+        assert "ebpf_tracer.partial" not in A(s), (c, A(s))
+    assert [A(s)["url.path"] for s in cli_spans] == paths, dump
+    for s in cli_spans:
+        c = conn_of[A(s)["url.path"]]
+        scheme = "http" if port_of[c] == plain else "https"
+        assert s.kind == CLIENT, (c, A(s))
+        assert A(s)["network.peer.port"] == port_of[c], (c, A(s))
+        assert A(s)["url.full"] == f"{scheme}://127.0.0.1:{port_of[c]}{A(s)['url.path']}"
+        if c == "E":
+            # Its fd was closed with the body half read: a truncated span;
+            # the rest, read later from OpenSSL's buffer, went nowhere.
+            assert A(s)["ebpf_tracer.partial"] == "response-truncated", A(s)
+            assert A(s)["http.response.status_code"] == 200, A(s)
+            continue
+        assert A(s)["http.response.status_code"] == 200, (c, A(s))
+        assert A(s)["http.response.body.size"] == len(f"body of {A(s)['url.path']}\n")
+        assert "ebpf_tracer.partial" not in A(s), (c, A(s))
