@@ -27,6 +27,10 @@ struct ssl_sock {
 };
 
 BPF_TABLE("lru_hash", struct ssl_key, struct ssl_sock, ssl_fds, MAX_CONNS);
+/* SSL calls whose socket is unknowable, by process: the SSL object never did
+ * a syscall of its own (memory BIOs: Python asyncio, some event loops). The
+ * agent reads and clears it, and says that process's TLS is not visible. */
+BPF_TABLE("lru_hash", __u32, __u64, ssl_unmapped, 1024);
 /* Its own scratch: a preempted syscall program keeps its record intact. */
 BPF_PERCPU_ARRAY(tls_scratch, struct data_event, 1);
 
@@ -78,8 +82,15 @@ int ssl_ret(struct pt_regs *ctx) {
         /* Buffered: no syscall this time. The last socket of this SSL
          * object, if its connection is still the one we saw. */
         struct ssl_sock *ss = ssl_fds.lookup(&sk);
-        if (!ss)
+        if (!ss) {
+            __u64 one = 1;
+            __u64 *n = ssl_unmapped.lookup(&tgid);
+            if (n)
+                __sync_fetch_and_add(n, 1);
+            else
+                ssl_unmapped.update(&tgid, &one);
             return 0;
+        }
         a.fd = ss->fd;
         struct conn_key key = {.pid = tgid, .fd = a.fd};
         st = conns.lookup(&key);

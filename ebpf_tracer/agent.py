@@ -286,6 +286,8 @@ class Agent:
             if now - last_house >= 1.0:
                 last_house = now
                 self.resources.refresh()  # pod changes queue up even when idle
+                for pid, calls in self.probes.take_ssl_unmapped().items():
+                    self.tls.no_socket(pid, calls)
                 expired = self.conns.expire(time.monotonic_ns())
                 if expired:
                     self._emit(expired)
@@ -307,6 +309,7 @@ class Agent:
             "spans_unknown_status_code": self.spans_unknown_status,
             "spans_unknown_peer_address": self.spans_unknown_peer,
             "spans_unknown_framing": self.spans_partial,
+            "tls_calls_without_socket": self.tls.unmapped_calls,
             "unmatched_request_no_response": self.parse_totals.unmatched_requests,
             "unmatched_response_no_request": self.parse_totals.unmatched_responses,
             "unmatched_request_queue_full": self.parse_totals.dropped_requests,

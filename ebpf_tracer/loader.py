@@ -191,6 +191,18 @@ class Probes:
             time.sleep(self._batch_s)
         return n
 
+    def take_ssl_unmapped(self) -> dict[int, int]:
+        """Processes whose SSL calls had no socket to tie them to, since the
+        last call (and clear): their TLS traffic is not visible."""
+        table = self.bpf[b"ssl_unmapped"]
+        out = {k.value: v.value for k, v in table.items()}
+        for pid in out:
+            try:
+                del table[ctypes.c_uint32(pid)]
+            except KeyError:
+                pass
+        return out
+
     def counters(self) -> dict[str, int]:
         out = {}
         for i, name in enumerate(COUNTER_NAMES):

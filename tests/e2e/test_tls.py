@@ -391,3 +391,44 @@ def test_ssl_to_fd_mapping_buffered_reads_and_fd_reuse(start_agent, receiver, pr
         assert A(s)["http.response.status_code"] == 200, (c, A(s))
         assert A(s)["http.response.body.size"] == len(f"body of {A(s)['url.path']}\n")
         assert "ebpf_tracer.partial" not in A(s), (c, A(s))
+
+
+ASYNCIO_TLS_SERVER = r"""
+import asyncio, ssl, sys
+async def handle(reader, writer):
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        await writer.drain()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+async def main():
+    srv = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), ssl=ctx)
+    print("ready", flush=True)
+    await srv.serve_forever()
+asyncio.run(main())
+"""
+
+
+def test_asyncio_tls_is_reported_not_visible(start_agent, receiver, procs, tmp, cert):
+    """asyncio drives OpenSSL through memory BIOs: its SSL calls make no syscall,
+    so they cannot be tied to a socket. Said per process, never silently missing."""
+    port = free_port()
+    script = tmp / "aio_tls.py"
+    script.write_text(ASYNCIO_TLS_SERVER)
+    app = subprocess.Popen([sys.executable, str(script), str(port), str(cert[0]), str(cert[1])],
+                           stdout=subprocess.PIPE, text=True)
+    procs.append(app)
+    assert app.stdout.readline() == "ready\n"
+    agent = start_agent("attach", "--pid", str(app.pid))
+    for _ in range(3):
+        p = subprocess.run([need("curl"), "-sk", f"https://127.0.0.1:{port}/x"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.stdout == "ok\n"
+    time.sleep(2.5)  # the agent reads the kernel's per-process count every second
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    line = next((x for x in err.splitlines()
+                 if f"pid {app.pid} " in x and "memory BIOs" in x), "")
+    assert "TLS NOT visible" in line, err
+    assert of_pid(receiver, app.pid, 1, timeout=0.5) == []
