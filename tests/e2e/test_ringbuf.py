@@ -16,7 +16,7 @@ from ebpf_tracer.ringbuf import RingBuffer
 PROG = r"""
 BPF_RINGBUF_OUTPUT(rb, 1);
 BPF_ARRAY(seq, u64, 1);
-struct rec { u64 n; u32 pid; u8 pad[200]; };
+struct rec { u64 n; u32 pid; u8 pad[196]; u64 n2; };
 TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
     if ((bpf_get_current_pid_tgid() >> 32) != TARGET) return 0;
     int zero = 0;
@@ -26,6 +26,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
     struct rec *r = rb.ringbuf_reserve(sizeof(struct rec));
     if (!r) return 0;
     r->n = n;
+    r->n2 = n; /* the last bytes: a record split at the ring's end is rejoined */
     r->pid = TARGET;
     if (n % 7 == 3) { rb.ringbuf_discard(r, 0); return 0; }
     rb.ringbuf_submit(r, 0);
@@ -49,7 +50,9 @@ def test_every_record_in_order_across_wraparounds(ring: RingBuffer) -> None:
 
     def take(view: memoryview) -> None:
         assert len(view) == 216  # the record's size, not the padded slot
-        got.append(struct.unpack_from("<Q", view, 0)[0])
+        n, n2 = struct.unpack_from("<Q", view, 0)[0], struct.unpack_from("<Q", view, 208)[0]
+        assert n == n2
+        got.append(n)
 
     sent = 0
     for _ in range(200):  # ~40 wraps of a 4 KiB ring
