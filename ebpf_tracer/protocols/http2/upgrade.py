@@ -140,6 +140,10 @@ def _asks_h2c(req: Message) -> bool:
 
 def looks_like_h2c_upgrade(data: bytes) -> bool:
     """Whether a request head (first bytes of a connection) asks for an h2c upgrade."""
+    # Every new HTTP/1 connection comes through here: skip the head parse unless
+    # the token can be there at all (header values are case-insensitive).
+    if b"h2c" not in data and b"h2c" not in data[:MAX_PRELUDE_BYTES].lower():
+        return False
     end, _ = _head_end(bytearray(data[:MAX_PRELUDE_BYTES]))
     head = data[:end] if end >= 0 else data[:MAX_PRELUDE_BYTES]
     req = parse_head(bytes(head), True)
