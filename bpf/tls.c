@@ -145,7 +145,7 @@ int ssl_ret(struct pt_regs *ctx) {
                 st->tls_proto = PROTO_HTTP1;
             } else if (++st->tls_tries >= UNKNOWN_TRIES || total >= 8) {
                 st->tls_proto = PROTO_NONE;
-                count(4, 1);
+                count(CNT_NOT_HTTP, 1);
             }
         }
     }
@@ -171,7 +171,12 @@ int ssl_ret(struct pt_regs *ctx) {
     ev->hdr.pos = st->tls_pos[d];
     ev->hdr.len = total > 0xffffffff ? 0xffffffff : (__u32)total;
     st->tls_pos[d] += total;
-    count(1, 1);
+    count(CNT_DATA_EVENTS, 1);
+    if (st->tls_proto == PROTO_HTTP2 && !(st->flags & EVF_EXISTING) &&
+        h2_start(st, &ev->hdr, K_PLAIN, a.buf, 0, 0, total, ev->hdr.pos, 1)) {
+        tls_prog.call(ctx, 0);
+        h2_failed(st, d);
+    }
 
     __u32 head_n = total > MAX_COPY ? MAX_COPY : (__u32)total;
     __u32 tail_n = 0;
@@ -193,4 +198,12 @@ int ssl_ret(struct pt_regs *ctx) {
         tail = tail_n;
     submit(ev, head, tail, total);
     return 0;
+}
+
+/* tls_prog[0]: the HTTP/2 frame walk (tracer.c) of a TLS connection's plaintext. */
+int h2_walk_tls(struct pt_regs *ctx) {
+    int r = h2_run(1);
+    if (r == 1)
+        tls_prog.call(ctx, 0);
+    return r == 2 ? 0 : h2_finish(1);
 }

@@ -5,6 +5,9 @@
  * (tgid, fd), infer its protocol from the first bytes, and submit one
  * ring-buffer record with a bounded copy of the payload.
  *
+ * HTTP/2 connections the kernel saw open are walked frame by frame instead
+ * (h2_walk): header blocks are always copied whole, DATA payloads skipped.
+ *
  * Settings arrive as -D flags from ebpf_tracer/loader.py:
  *   MAX_COPY         payload bytes copied from the start of each syscall (power of two)
  *   TAIL_COPY        and from its end, when it is longer (message ends, trailers)
@@ -12,7 +15,7 @@
  *   MAX_CONNS        tracked connections (LRU)
  *   AGENT_PID        the agent's tgid: never traced
  *   TRACE_ALL        1: every process but the agent; 0: the traced_pids map
- *   EXPECTED_HDR_SIZE, EXPECTED_OPEN_SIZE   the Python mirror's sizes
+ *   EXPECTED_HDR_SIZE, EXPECTED_OPEN_SIZE, EXPECTED_SEG_SIZE   the Python mirror's sizes
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
@@ -20,6 +23,7 @@
 
 _Static_assert(sizeof(struct event_hdr) == EXPECTED_HDR_SIZE, "event_hdr differs from events.py");
 _Static_assert(sizeof(struct open_info) == EXPECTED_OPEN_SIZE, "open_info differs from events.py");
+_Static_assert(sizeof(struct seg_hdr) == EXPECTED_SEG_SIZE, "seg_hdr differs from events.py");
 
 #define GATHER_PER_CALL 4 /* iovecs walked per run of the gather program */
 #define UNKNOWN_TRIES 4 /* data syscalls a new connection gets to look like HTTP */
@@ -63,6 +67,23 @@ struct conn_key {
     __s32 fd;
 };
 
+/* Where an HTTP/2 direction's next frame header starts (new connections
+ * only; see h2_walk). The payload of the current frame: `copy` bytes still
+ * to copy, then `skip` bytes still to skip; when both are 0 a frame header
+ * comes next, of which `hgot` bytes (in hbuf) came in earlier syscalls. */
+#define H2_NEW 0  /* nothing walked yet: the direction's first byte comes next */
+#define H2_WALK 1 /* in step with the frames */
+#define H2_LOST 2 /* gave up (bound exceeded, implausible frame): head + tail copies */
+struct h2_dir {
+    __u32 copy;
+    __u32 skip;
+    __u8 state;
+    __u8 hgot;
+    __u8 busy; /* a walk started and has not written its state back yet */
+    __u8 _pad[5];
+    __u8 hbuf[8];
+}; /* 24 bytes */
+
 struct conn_state {
     __u64 generation;
     __u64 pos[2];
@@ -74,6 +95,7 @@ struct conn_state {
     __u8 tls_tries;
     __u16 _pad;
     __u64 tls_pos[2]; /* plaintext byte positions (tls.c) */
+    struct h2_dir h2[2]; /* per direction; the plaintext's when EVF_TLS */
 };
 
 /* What an entry tracepoint leaves for its exit. */
@@ -131,10 +153,12 @@ struct ssl_args {
 };
 BPF_HASH(active_ssl, __u64, struct ssl_args, 16384);
 
-BPF_PROG_ARRAY(data_prog, 2);
+BPF_PROG_ARRAY(data_prog, 3);
 /* Counters the agent reads: 0 ringbuf drops, 1 data events, 2 conns opened,
- * 3 bytes not copied (beyond MAX_COPY), 4 inference misses. */
-BPF_PERCPU_ARRAY(counters, __u64, 8);
+ * 3 bytes not copied (beyond MAX_COPY, or after a frame walk gave up),
+ * 4 inference misses, 5 HTTP/2 payload bytes the frame walk skipped on
+ * purpose (DATA), 6 frame walks given up (that direction: head + tail). */
+BPF_PERCPU_ARRAY(counters, __u64, CNT_COUNT);
 
 static __always_inline void count(int idx, __u64 n) {
     __u64 *c = counters.lookup(&idx);
@@ -153,8 +177,10 @@ static __always_inline int is_traced(__u32 tgid) {
 }
 
 /* Is this the start of an HTTP/1 message? Returns ROLE hint: for a request
- * 1, for a response 2, else 0. Accepts every method the RFCs register that
- * clients send in practice. */
+ * 1, for a response 2, the HTTP/2 preface 3, else 0. Accepts the methods the
+ * agent's parser resynchronises on (protocols/http1/head.py SYNC_METHODS):
+ * the nine standard ones plus WebDAV, PURGE and QUERY. `b` holds 16 bytes
+ * (zero beyond n), so reading up to b[9] is safe. */
 static __always_inline int http1_start(const __u8 *b, __u32 n) {
     if (n < 8)
         return 0;
@@ -167,12 +193,27 @@ static __always_inline int http1_start(const __u8 *b, __u32 n) {
         if (b[1] == 'U' && b[2] == 'T' && b[3] == ' ') return 1;
         if (b[1] == 'A' && b[2] == 'T' && b[3] == 'C' && b[4] == 'H' && b[5] == ' ') return 1;
         if (b[1] == 'R' && b[2] == 'I' && b[3] == ' ' && b[4] == '*') return 3; /* HTTP/2 preface */
+        if (b[1] == 'U' && b[2] == 'R' && b[3] == 'G' && b[4] == 'E' && b[5] == ' ') return 1;
+        if (b[1] == 'R' && b[2] == 'O' && b[3] == 'P') {
+            if (b[4] == 'F' && b[5] == 'I' && b[6] == 'N' && b[7] == 'D' && b[8] == ' ') return 1;
+            if (b[4] == 'P' && b[5] == 'A' && b[6] == 'T' && b[7] == 'C' && b[8] == 'H' && b[9] == ' ') return 1;
+        }
         return 0;
     case 'H': return b[1] == 'E' && b[2] == 'A' && b[3] == 'D' && b[4] == ' ';
     case 'D': return b[1] == 'E' && b[2] == 'L' && b[3] == 'E' && b[4] == 'T' && b[5] == 'E' && b[6] == ' ';
     case 'O': return b[1] == 'P' && b[2] == 'T' && b[3] == 'I' && b[4] == 'O' && b[5] == 'N' && b[6] == 'S' && b[7] == ' ';
-    case 'C': return b[1] == 'O' && b[2] == 'N' && b[3] == 'N' && b[4] == 'E' && b[5] == 'C' && b[6] == 'T' && b[7] == ' ';
+    case 'C':
+        if (b[1] == 'O' && b[2] == 'P' && b[3] == 'Y' && b[4] == ' ') return 1;
+        return b[1] == 'O' && b[2] == 'N' && b[3] == 'N' && b[4] == 'E' && b[5] == 'C' && b[6] == 'T' && b[7] == ' ';
     case 'T': return b[1] == 'R' && b[2] == 'A' && b[3] == 'C' && b[4] == 'E' && b[5] == ' ';
+    case 'M':
+        if (b[1] == 'O' && b[2] == 'V' && b[3] == 'E' && b[4] == ' ') return 1;
+        return b[1] == 'K' && b[2] == 'C' && b[3] == 'O' && b[4] == 'L' && b[5] == ' ';
+    case 'L': return b[1] == 'O' && b[2] == 'C' && b[3] == 'K' && b[4] == ' ';
+    case 'U': return b[1] == 'N' && b[2] == 'L' && b[3] == 'O' && b[4] == 'C' && b[5] == 'K' && b[6] == ' ';
+    case 'R': return b[1] == 'E' && b[2] == 'P' && b[3] == 'O' && b[4] == 'R' && b[5] == 'T' && b[6] == ' ';
+    case 'S': return b[1] == 'E' && b[2] == 'A' && b[3] == 'R' && b[4] == 'C' && b[5] == 'H' && b[6] == ' ';
+    case 'Q': return b[1] == 'U' && b[2] == 'E' && b[3] == 'R' && b[4] == 'Y' && b[5] == ' ';
     }
     return 0;
 }
@@ -292,7 +333,7 @@ static __always_inline void open_conn(void *ctx, __u64 id, __s32 fd, __u8 role, 
     st.role = role;
     st.proto = PROTO_UNKNOWN;
     conns.update(&key, &st);
-    count(2, 1);
+    count(CNT_CONNS_OPENED, 1);
 
     struct open_event ev = {};
     fill_hdr(&ev.hdr, EVT_OPEN, id, fd);
@@ -328,12 +369,12 @@ static __always_inline void open_conn(void *ctx, __u64 id, __s32 fd, __u8 role, 
             st.proto = PROTO_NONE;
             st.tls_proto = PROTO_NONE;
             conns.update(&key, &st);
-            count(5, 1);
+            count(CNT_OWN_TRAFFIC_CONNS, 1);
             return;
         }
     }
     if (events.ringbuf_output(&ev, sizeof(ev), 0) != 0)
-        count(0, 1);
+        count(CNT_RINGBUF_LOST, 1);
 }
 
 static __always_inline int enter_accept(__s32 fd, __u64 addr) {
@@ -400,7 +441,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
         h.role = st->role;
         h.generation = st->generation;
         if (events.ringbuf_output(&h, sizeof(h), 0) != 0)
-            count(0, 1);
+            count(CNT_RINGBUF_LOST, 1);
     }
     conns.delete(&key);
     return 0;
@@ -428,7 +469,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     struct event_hdr h = {};
     fill_hdr(&h, EVT_PROC_EXEC, id, -1);
     if (events.ringbuf_output(&h, sizeof(h), 0) != 0)
-        count(0, 1);
+        count(CNT_RINGBUF_LOST, 1);
     return 0;
 }
 
@@ -461,7 +502,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     struct event_hdr h = {};
     fill_hdr(&h, EVT_PROC_EXIT, id, -1);
     if (events.ringbuf_output(&h, sizeof(h), 0) != 0)
-        count(0, 1);
+        count(CNT_RINGBUF_LOST, 1);
     return 0;
 }
 
@@ -502,9 +543,9 @@ struct gather_job {
     __u32 idx;     /* next iovec */
     __u32 head_n;  /* copy [0, head_n) ... */
     __u32 tail_n;  /* ... and [total - tail_n, total) */
-    __u32 got;     /* bytes copied so far */
+    __u32 got;     /* head bytes copied so far */
     __u32 calls;
-    __u32 _pad;
+    __u32 tail_got; /* tail bytes copied so far */
 };
 BPF_PERCPU_ARRAY(gather_jobs, struct gather_job, 1);
 
@@ -517,9 +558,395 @@ static __always_inline void submit(struct data_event *ev, __u32 head, __u32 tail
     ev->hdr.copied = copied;
     ev->hdr.tail = tail;
     if (total > copied)
-        count(3, total - copied);
+        count(CNT_BYTES_NOT_COPIED, total - copied);
     if (events.ringbuf_output(ev, sizeof(struct event_hdr) + copied, 0) != 0)
-        count(0, 1);
+        count(CNT_RINGBUF_LOST, 1);
+}
+
+/* ---- HTTP/2 frame walk ------------------------------------------------------
+ *
+ * On a connection the kernel saw open and inferred as HTTP/2, each direction's
+ * syscalls are walked frame by frame from the direction's first byte: frame
+ * headers and the payloads of every frame but DATA are copied (up to
+ * H2_FRAME_COPY bytes a frame), of a DATA payload only its first H2_DATA_COPY
+ * bytes (the pad length, gRPC message prefixes); the rest is skipped and
+ * reported as a gap of known size (EVF_SEGMENTS records), so the agent decodes
+ * every header block and its HPACK tables stay exact whatever the syscall's
+ * size. Where the next frame header starts is kept per direction in the
+ * connection (struct h2_dir). A walk that cannot keep step (an implausible
+ * frame header, a header it could not read, more frames in one syscall than
+ * the runs walk) marks the direction H2_LOST: the rest of that syscall is a
+ * gap and later syscalls get the head + tail copy.
+ */
+#define H2_BUF 8192         /* record payload (segments and bytes) */
+#define H2_CHUNK 4096       /* payload bytes copied per step at most */
+/* A step adds at most a header, H2_CHUNK bytes and two segment headers: a
+ * record is sent, and the next one started, before a step that might not fit. */
+#define H2_ROOM (H2_CHUNK + 64)
+#define H2_FRAME_COPY 16384 /* bytes of a non-DATA payload copied; the rest is skipped */
+#define H2_DATA_COPY 128    /* bytes copied from the start of each DATA payload */
+#define H2_STEPS 128        /* walk steps per run of h2_walk */
+#define H2_RUNS 30          /* runs per syscall (tail calls; the kernel allows 33 in all) */
+
+struct h2_event {
+    struct event_hdr hdr;
+    __u8 data[H2_BUF * 2]; /* H2_BUF used; sized so that masked offsets satisfy the verifier */
+};
+
+/* One walk in progress (per CPU: slot 0 syscalls, slot 1 TLS). */
+struct h2_job {
+    struct h2_event ev;
+    __u64 src;      /* user address of the next byte */
+    __u64 avail;    /* bytes from src on in the current buffer or iovec */
+    __u64 iovp;     /* next iovec, while iovleft */
+    __u64 iovleft;
+    __u64 left;     /* bytes of the syscall not yet walked */
+    __u64 pos;      /* stream position of the next byte */
+    __u64 rec_pos;  /* stream position of the record's first byte */
+    __u64 generation;
+    __u64 skipped;  /* payload bytes skipped on purpose */
+    __u64 tid;      /* pid_tgid of the walk's thread: another thread's walk on this CPU overwrote it if not */
+    __u32 pid;
+    __s32 fd;
+    __u32 off;      /* payload bytes in ev.data, the open segment's header included */
+    __u32 seg_at;   /* where the open segment's header goes */
+    __u32 seg_skip;
+    __u32 seg_len;
+    __u32 copy;     /* struct h2_dir, while walking */
+    __u32 skip;
+    __u32 runs;
+    __u8 state;
+    __u8 hgot;
+    __u8 dir;
+    __u8 _pad;
+    __u8 hbuf[24]; /* a frame header being read: hgot <= 8 bytes held, then up to 9 more */
+};
+BPF_PERCPU_ARRAY(h2_jobs, struct h2_job, 2);
+/* The walk of TLS plaintext: uprobe programs tail-call programs of their type. */
+BPF_PROG_ARRAY(tls_prog, 1);
+
+/* Prepare the walk of one syscall (or SSL call) on an HTTP/2 connection,
+ * whose record header `hdr` is filled; `pos0` is the direction's position
+ * before it. Returns 1 if the caller should tail-call the walk (and, if that
+ * fails, call h2_failed), 0 if it copies head + tail as for any connection.
+ * (The tail call is the caller's: a program may only use program arrays of
+ * its own type.) */
+static __always_inline int h2_start(struct conn_state *st, struct event_hdr *hdr, __u8 kind,
+                                    __u64 ptr, __u64 iovp, __u64 iovcnt, __u64 total, __u64 pos0,
+                                    __u32 slot) {
+    __u8 d = hdr->direction & 1;
+    struct h2_dir *w = &st->h2[d];
+    if (w->state == H2_LOST)
+        return 0;
+    if ((w->state == H2_NEW && pos0 != 0) || kind == K_MMSG || w->busy) {
+        /* Bytes went by before the walk could start (the protocol was decided
+         * late), several messages, or the last walk never finished: not walked. */
+        w->state = H2_LOST;
+        count(CNT_H2_WALKS_LOST, 1);
+        return 0;
+    }
+    struct h2_job *j = h2_jobs.lookup(&slot);
+    if (!j)
+        return 0;
+    __builtin_memcpy(&j->ev.hdr, hdr, sizeof(*hdr));
+    j->ev.hdr.flags |= EVF_SEGMENTS;
+    if (kind == K_IOV || kind == K_MSG) {
+        j->src = 0;
+        j->avail = 0;
+        j->iovp = iovp;
+        j->iovleft = iovcnt;
+    } else {
+        /* A buffer; sendfile has none (ptr 0): its bytes can only be skipped. */
+        j->src = ptr;
+        j->avail = total;
+        j->iovp = 0;
+        j->iovleft = 0;
+    }
+    j->left = total;
+    j->pos = pos0;
+    j->rec_pos = pos0;
+    j->generation = st->generation;
+    j->skipped = 0;
+    j->tid = bpf_get_current_pid_tgid();
+    j->pid = hdr->pid;
+    j->fd = hdr->fd;
+    j->off = sizeof(struct seg_hdr);
+    j->seg_at = 0;
+    j->seg_skip = 0;
+    j->seg_len = 0;
+    j->copy = w->copy;
+    j->skip = w->skip;
+    j->runs = 0;
+    j->state = w->state;
+    j->hgot = w->hgot;
+    j->dir = d;
+    __builtin_memcpy(j->hbuf, w->hbuf, 8);
+    w->busy = 1;
+    return 1;
+}
+
+/* The walk program is not installed: this direction is not walked. */
+static __always_inline void h2_failed(struct conn_state *st, __u8 dir) {
+    st->h2[dir & 1].state = H2_LOST;
+    st->h2[dir & 1].busy = 0;
+    count(CNT_H2_WALKS_LOST, 1);
+}
+
+/* Send the record so far ([rec_pos, pos) and its segments); start the next. */
+static __always_inline void h2_emit(struct h2_job *j) {
+    __u32 off = j->off;
+    __u32 at = j->seg_at & (H2_BUF - 1);
+    if (j->seg_len == 0) {
+        off = at; /* an open segment with no bytes: its skip is the record's end */
+    } else {
+        struct seg_hdr *sh = (struct seg_hdr *)&j->ev.data[at];
+        sh->skip = j->seg_skip;
+        sh->len = j->seg_len;
+    }
+    off &= (H2_BUF * 2 - 1); /* it is <= H2_BUF: for the verifier */
+    __u64 span = j->pos - j->rec_pos;
+    if (span) {
+        j->ev.hdr.pos = j->rec_pos;
+        j->ev.hdr.len = span > 0xffffffff ? 0xffffffff : (__u32)span;
+        j->ev.hdr.copied = off;
+        j->ev.hdr.tail = 0;
+        if (events.ringbuf_output(&j->ev, sizeof(struct event_hdr) + off, 0) != 0)
+            count(CNT_RINGBUF_LOST, 1);
+    }
+    j->rec_pos = j->pos;
+    j->off = sizeof(struct seg_hdr);
+    j->seg_at = 0;
+    j->seg_skip = 0;
+    j->seg_len = 0;
+}
+
+static __always_inline void h2_advance(struct h2_job *j, __u32 n) {
+    j->src += n;
+    j->avail -= n;
+    j->left -= n;
+    j->pos += n;
+}
+
+/* Copy n (<= H2_CHUNK) bytes from src into the record (which has room:
+ * H2_ROOM). 0 if done. */
+static __always_inline int h2_copy(struct h2_job *j, __u32 n) {
+    __u32 off = j->off & (H2_BUF - 1);
+    asm volatile("" : "+r"(n)); /* keep the bounds below where the verifier sees them */
+    n &= (H2_CHUNK * 2 - 1);
+    if (n > H2_CHUNK)
+        n = H2_CHUNK;
+    if (n && bpf_probe_read_user(&j->ev.data[off], n, (void *)j->src) != 0)
+        return -1;
+    j->off = off + n;
+    j->seg_len += n;
+    h2_advance(j, n);
+    return 0;
+}
+
+/* Let n bytes from src go by uncopied (within one syscall: fits a u32). */
+static __always_inline void h2_skip(struct h2_job *j, __u32 n) {
+    if (j->seg_len) {
+        /* Close the segment; the next starts with this skip. */
+        __u32 at = j->seg_at & (H2_BUF - 1);
+        struct seg_hdr *sh = (struct seg_hdr *)&j->ev.data[at];
+        sh->skip = j->seg_skip;
+        sh->len = j->seg_len;
+        j->seg_at = j->off;
+        j->off += sizeof(struct seg_hdr);
+        j->seg_skip = 0;
+        j->seg_len = 0;
+    }
+    j->seg_skip += n;
+    h2_advance(j, n);
+}
+
+/* One step: the next iovec if the current one is used up, then a frame
+ * header if one starts here, then as much of the current payload as the
+ * buffer holds. Returns 1 when the walk is over (done, or lost). */
+static __always_inline int h2_step(struct h2_job *j) {
+    if (j->left == 0)
+        return 1;
+    if (j->off > H2_BUF - H2_ROOM)
+        h2_emit(j);
+    if (j->avail == 0) {
+        if (j->iovleft == 0)
+            goto lost;
+        struct u_iovec v = {};
+        if (bpf_probe_read_user(&v, sizeof(v), (void *)j->iovp) != 0)
+            goto lost;
+        j->iovp += sizeof(v);
+        j->iovleft--;
+        j->src = (__u64)v.base;
+        j->avail = v.len < j->left ? v.len : j->left;
+        if (j->avail == 0)
+            return 0;
+    }
+    if (j->copy == 0 && j->skip == 0) {
+        if (j->state == H2_NEW) {
+            /* The direction's first byte: the client's preface, else frames. */
+            __u32 w = 0;
+            if (j->avail < 4 || bpf_probe_read_user(&w, 4, (void *)j->src) != 0)
+                goto lost;
+            j->state = H2_WALK;
+            if (w == 0x20495250) { /* "PRI " */
+                j->copy = 24;
+                goto payload;
+            }
+        }
+        __u32 hgot = j->hgot;
+        if (hgot > 8)
+            goto lost;
+        __u32 n = 9 - hgot;
+        if (n > j->avail)
+            n = j->avail;
+        if (hgot == 0 && n == 9) {
+            /* The whole header in view (the common case): copy, then parse it. */
+            if (h2_copy(j, 9) != 0)
+                goto lost;
+            __u32 at = (j->off - 9) & (H2_BUF - 1);
+            __builtin_memcpy(j->hbuf, &j->ev.data[at], 9);
+        } else {
+            /* Split across iovecs or syscalls: gather it in hbuf. */
+            if (bpf_probe_read_user(&j->hbuf[hgot], n, (void *)j->src) != 0 || h2_copy(j, n) != 0)
+                goto lost;
+            hgot += n;
+            j->hgot = hgot;
+            if (hgot < 9)
+                return 0;
+            j->hgot = 0;
+        }
+        __u32 len = ((__u32)j->hbuf[0] << 16) | ((__u32)j->hbuf[1] << 8) | j->hbuf[2];
+        __u8 type = j->hbuf[3];
+        __u8 flags = j->hbuf[4];
+        __u32 sid = (((__u32)j->hbuf[5] & 0x7f) << 24) | ((__u32)j->hbuf[6] << 16) |
+                    ((__u32)j->hbuf[7] << 8) | j->hbuf[8];
+        /* What the agent's parser takes for a protocol error on an exact
+         * connection: the walk stops there too. */
+        int ok = 1;
+        switch (type) {
+        case 0: /* DATA */
+        case 1: /* HEADERS */
+        case 5: /* PUSH_PROMISE */
+        case 9: /* CONTINUATION */
+            ok = sid != 0;
+            break;
+        case 2: /* PRIORITY */
+            ok = sid != 0 && len == 5;
+            break;
+        case 3: /* RST_STREAM */
+            ok = sid != 0 && len == 4;
+            break;
+        case 4: /* SETTINGS */
+            ok = sid == 0 && len % 6 == 0 && !((flags & 1) && len);
+            break;
+        case 6: /* PING */
+            ok = sid == 0 && len == 8;
+            break;
+        case 7: /* GOAWAY */
+            ok = sid == 0 && len >= 8;
+            break;
+        case 8: /* WINDOW_UPDATE */
+            ok = len == 4;
+            break;
+        }
+        if (!ok)
+            goto lost;
+        __u32 keep = type == 0 ? H2_DATA_COPY : H2_FRAME_COPY;
+        if (keep > len)
+            keep = len;
+        j->copy = keep;
+        j->skip = len - keep;
+    }
+payload:
+    if (j->copy) {
+        __u64 n = j->copy;
+        if (n > j->avail)
+            n = j->avail;
+        if (n > H2_CHUNK)
+            n = H2_CHUNK;
+        if (h2_copy(j, (__u32)n) != 0) {
+            /* Unreadable: a gap inside a payload whose end is known. */
+            h2_skip(j, (__u32)n);
+            count(CNT_BYTES_NOT_COPIED, n);
+        }
+        j->copy -= n;
+    } else if (j->skip) {
+        __u64 n = j->skip;
+        if (n > j->avail)
+            n = j->avail;
+        h2_skip(j, (__u32)n);
+        j->skipped += n;
+        j->skip -= n;
+    }
+    return 0;
+lost:
+    j->state = H2_LOST;
+    return 1;
+}
+
+/* A run of the walk: H2_STEPS steps. Returns 1 if the caller should run
+ * again (tail call), 2 if the job is another thread's (this thread was
+ * preempted and the per-CPU job reused: its direction stays busy, so its
+ * next syscall gives the walk up), else 0: the caller calls h2_finish (also
+ * if the tail call fails). */
+static __always_inline int h2_run(__u32 slot) {
+    struct h2_job *j = h2_jobs.lookup(&slot);
+    if (!j || j->tid != bpf_get_current_pid_tgid())
+        return 2;
+#pragma clang loop unroll(disable)
+    for (int k = 0; k < H2_STEPS; k++) {
+        if (h2_step(j))
+            break;
+    }
+    if (j->left && j->state != H2_LOST && j->runs < H2_RUNS) {
+        j->runs++;
+        return 1;
+    }
+    return 0;
+}
+
+/* The walk is over: the last record, the counters, the direction's state. */
+static __always_inline int h2_finish(__u32 slot) {
+    struct h2_job *j = h2_jobs.lookup(&slot);
+    if (!j)
+        return 0;
+    if (j->left) {
+        /* Lost, or more frames than the runs walk: the rest is a gap, but
+         * for its last TAIL_COPY bytes when they are in the current buffer
+         * (message ends, as in the head + tail copy). */
+        j->state = H2_LOST;
+        __u32 rest = (__u32)j->left;
+        __u32 t = 0;
+        if (j->avail == j->left)
+            t = rest < TAIL_COPY ? rest : TAIL_COPY;
+        __u32 gap = rest - t;
+        if (j->off > H2_BUF - H2_ROOM)
+            h2_emit(j);
+        if (gap)
+            h2_skip(j, gap);
+        if (t && h2_copy(j, t) != 0) {
+            h2_skip(j, t);
+            gap += t;
+        }
+        count(CNT_BYTES_NOT_COPIED, gap);
+    }
+    if (j->state == H2_LOST)
+        count(CNT_H2_WALKS_LOST, 1);
+    h2_emit(j);
+    if (j->skipped)
+        count(CNT_H2_BYTES_SKIPPED, j->skipped);
+    struct conn_key key = {.pid = j->pid, .fd = j->fd};
+    struct conn_state *st = conns.lookup(&key);
+    if (st && st->generation == j->generation) {
+        struct h2_dir *w = &st->h2[j->dir & 1];
+        w->copy = j->copy;
+        w->skip = j->skip;
+        w->state = j->state;
+        w->hgot = j->hgot;
+        __builtin_memcpy(w->hbuf, j->hbuf, 8);
+        w->busy = 0;
+    }
+    return 0;
 }
 
 /* Every data syscall's exit tail-calls this one program, so the verifier
@@ -637,7 +1064,7 @@ int process_data(void *ctx) {
         } else if (++st->tries >= UNKNOWN_TRIES || peeked >= 8) {
             /* The first 8+ bytes of a new connection decide. */
             st->proto = PROTO_NONE;
-            count(4, 1);
+            count(CNT_NOT_HTTP, 1);
         }
         if (st->proto != PROTO_HTTP1 && st->proto != PROTO_HTTP2) {
             st->pos[a.direction & 1] += total;
@@ -656,7 +1083,12 @@ int process_data(void *ctx) {
     ev->hdr.pos = st->pos[d];
     ev->hdr.len = total > 0xffffffff ? 0xffffffff : (__u32)total;
     st->pos[d] += total;
-    count(1, 1);
+    count(CNT_DATA_EVENTS, 1);
+    if (st->proto == PROTO_HTTP2 && !(st->flags & EVF_EXISTING) &&
+        h2_start(st, &ev->hdr, a.kind, a.ptr, (__u64)iovp, iovcnt, total, ev->hdr.pos, 0)) {
+        data_prog.call(ctx, 2);
+        h2_failed(st, d);
+    }
 
     /* Copy the head [0, head_n) and, when the syscall is longer, its last
      * tail_n bytes, where message ends, chunked terminators and HTTP/2
@@ -734,21 +1166,31 @@ int gather(void *ctx) {
             __u32 at = head_n & (MAX_COPY * 2 - 1);
             if (at <= MAX_COPY && d < TAIL_COPY && m <= TAIL_COPY && m &&
                 bpf_probe_read_user(&ev->data[at + d], m, (__u8 *)iov.base + (cs - s)) == 0)
-                job->got += m;
+                job->tail_got += m;
         }
     }
     if (job->idx < job->iovcnt && job->acc < total && job->calls < 30) {
         job->calls++;
         data_prog.call(ctx, 1);
     }
-    /* Any failed read leaves a hole: then send lengths only. */
-    if (job->got == head_n + tail_n)
+    /* A failed read leaves a hole: send only the windows copied whole. The
+     * tail is out of reach when more iovecs remain than the runs walk; the
+     * head is still good. */
+    if (job->got == head_n && job->tail_got == tail_n)
         submit(ev, head_n, tail_n, ev->hdr.len);
-    else if (job->got >= head_n && job->idx >= job->iovcnt)
+    else if (job->got == head_n)
         submit(ev, head_n, 0, ev->hdr.len);
     else
         submit(ev, 0, 0, ev->hdr.len);
     return 0;
+}
+
+/* data_prog[2]: the walk of a syscall's bytes, H2_STEPS steps a run. */
+int h2_walk(void *ctx) {
+    int r = h2_run(0);
+    if (r == 1)
+        data_prog.call(ctx, 2);
+    return r == 2 ? 0 : h2_finish(0);
 }
 
 static __always_inline int finish_data(void *ctx, long ret) {

@@ -36,6 +36,8 @@ _HDR = events.HDR
 _HDR_SIZE = _HDR.size
 _DATA = events.EventType.DATA
 _OPEN = events.EventType.OPEN
+_SEGMENTS = events.EVF_SEGMENTS
+_segments = events.segments
 _CLOSE = events.EventType.CLOSE
 _EXIT = events.EventType.PROC_EXIT
 _EXEC = events.EventType.PROC_EXEC
@@ -200,6 +202,12 @@ class Agent:
                     self._exclude(pid, fd)  # e.g. a connection older than us
                     return
                 end = _HDR_SIZE + copied
+                if flags & _SEGMENTS:  # an HTTP/2 frame walk: segments, gaps between
+                    out = self.conns.on_data(pid, fd, gen, role, direction, pos, length, b"", ts,
+                                             b"", flags, _segments(buf, copied))
+                    if out:
+                        self._emit(out)
+                    return
                 if tail:
                     head = bytes(buf[_HDR_SIZE : end - tail])
                     last = bytes(buf[end - tail : end])

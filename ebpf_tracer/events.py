@@ -51,6 +51,7 @@ EVF_NOCOPY = C["EVF_NOCOPY"]
 EVF_EXISTING = C["EVF_EXISTING"]
 EVF_HTTP2 = C["EVF_HTTP2"]
 EVF_TLS = C["EVF_TLS"]
+EVF_SEGMENTS = C["EVF_SEGMENTS"]
 
 # struct event_hdr: type, direction, role, flags, pid, tid, fd, generation,
 # ts_ns, pos, len, copied, tail, _reserved.
@@ -58,7 +59,10 @@ HDR = struct.Struct("<BBBBIIiQQQIIII")
 # struct open_info: family, peer_port, listen_fd, peer_addr[16], comm[16].
 OPEN_INFO = struct.Struct("<HHi16s16s")
 
-assert HDR.size == 56 and OPEN_INFO.size == 40
+# struct seg_hdr: skip, len (EVF_SEGMENTS payloads).
+SEG = struct.Struct("<II")
+
+assert HDR.size == 56 and OPEN_INFO.size == 40 and SEG.size == 8
 
 
 @dataclass(slots=True)
@@ -81,3 +85,17 @@ def decode_open(buf: bytes | memoryview) -> OpenInfo:
 
 def payload(buf: bytes | memoryview, copied: int) -> bytes:
     return bytes(buf[HDR.size : HDR.size + copied])
+
+
+def segments(buf: bytes | memoryview, copied: int) -> list[tuple[int, bytes]]:
+    """An EVF_SEGMENTS payload: (stream bytes not copied, then the bytes copied), in order."""
+    out = []
+    o = HDR.size
+    end = o + copied
+    unpack = SEG.unpack_from
+    while o + 8 <= end:
+        skip, n = unpack(buf, o)
+        o += 8
+        out.append((skip, bytes(buf[o : o + n])))
+        o += n
+    return out

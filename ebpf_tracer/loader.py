@@ -24,8 +24,10 @@ SSL_FUNCS = (
     ("SSL_write_ex", b"ssl_write_ex_enter"),
 )
 
-COUNTER_NAMES = ("ringbuf_lost", "data_events", "conns_opened", "bytes_not_copied", "not_http",
-                 "own_traffic_conns")
+# Index -> name, from events.h's CNT_* defines (one definition for both sides).
+COUNTER_NAMES = tuple(name for _, name in sorted(
+    (i, k.removeprefix("CNT_").lower()) for k, i in events.C.items()
+    if k.startswith("CNT_") and k != "CNT_COUNT"))
 
 
 @dataclass(slots=True)
@@ -108,6 +110,7 @@ class Probes:
             f"-DTRACE_ALL={1 if cfg.trace_all else 0}",
             f"-DEXPECTED_HDR_SIZE={events.HDR.size}",
             f"-DEXPECTED_OPEN_SIZE={events.OPEN_INFO.size}",
+            f"-DEXPECTED_SEG_SIZE={events.SEG.size}",
             "-Wno-macro-redefined",
         ]
         log.debug("compiling the eBPF programs (a few seconds)")
@@ -120,9 +123,12 @@ class Probes:
             ) from None
         # The data path is one program every exit tracepoint tail-calls.
         progs = self.bpf[b"data_prog"]
-        for i, name in enumerate((b"process_data", b"gather")):
+        for i, name in enumerate((b"process_data", b"gather", b"h2_walk")):
             fn = self.bpf.load_func(name, bcc.BPF.TRACEPOINT)
             progs[ctypes.c_int(i)] = ctypes.c_int(fn.fd)
+        # The HTTP/2 frame walk of TLS plaintext, tail-called by the uprobe program.
+        fn = self.bpf.load_func(b"h2_walk_tls", bcc.BPF.KPROBE)
+        self.bpf[b"tls_prog"][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
         self._traced = self.bpf[b"traced_pids"]
         self._excluded = self.bpf[b"excluded_pids"]
         self._counters = self.bpf[b"counters"]

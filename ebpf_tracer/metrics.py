@@ -74,6 +74,7 @@ class Snapshot:
     ringbuf_lost: int = 0
     events: int = 0
     bytes_not_copied: int = 0
+    http2_walks_lost: int = 0
     connections_tracked: int = 0
     parse_failures: dict[str, int] = field(default_factory=dict)  # by stage
     spans_unknown_fields: dict[str, int] = field(default_factory=dict)  # by field
@@ -123,6 +124,7 @@ def snapshot(agent: Any) -> Snapshot:
         ringbuf_lost=stats.get("kernel_ringbuf_lost", 0),
         events=stats.get("events", 0),
         bytes_not_copied=stats.get("kernel_bytes_not_copied", 0),
+        http2_walks_lost=stats.get("kernel_h2_walks_lost", 0),
         connections_tracked=stats.get("connections_tracked", 0),
         parse_failures=parse,
         spans_unknown_fields=unknown,
@@ -179,8 +181,11 @@ class _Collector:
         yield counter("ringbuf_events_lost", "Kernel events lost because the ring buffer was "
                       "full.", snap.ringbuf_lost)
         yield counter("events", "Kernel events read from the ring buffer.", snap.events)
-        yield counter("bytes_not_copied", "Payload bytes beyond the per-syscall copy limit.",
-                      snap.bytes_not_copied)
+        yield counter("bytes_not_copied", "Payload bytes not copied: beyond the per-syscall "
+                      "copy limit, or after an HTTP/2 frame walk gave up.", snap.bytes_not_copied)
+        yield counter("http2_walks_lost", "HTTP/2 connection directions whose frame walk the "
+                      "kernel gave up (head and tail copies from then on).",
+                      snap.http2_walks_lost)
         yield GaugeMetricFamily(PREFIX + "connections_tracked", "Connections being tracked.",
                                 value=snap.connections_tracked)
         yield labelled("parse_failures", "Records or bytes that could not be parsed, by stage "

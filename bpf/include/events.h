@@ -34,6 +34,19 @@
 #define EVF_EXISTING 2 /* connection opened before the tracer saw it */
 #define EVF_HTTP2 4    /* connection inferred as HTTP/2 (else HTTP/1) */
 #define EVF_TLS 8      /* plaintext from a TLS library probe */
+#define EVF_SEGMENTS 16 /* payload is segments (struct seg_hdr + bytes), see below */
+
+/* Per-CPU counters (index into the `counters` array; the agent reads them by
+ * these names, lowercased without CNT_). */
+#define CNT_RINGBUF_LOST 0      /* records the ring buffer had no room for */
+#define CNT_DATA_EVENTS 1       /* data records submitted */
+#define CNT_CONNS_OPENED 2      /* accept/connect seen on traced processes */
+#define CNT_BYTES_NOT_COPIED 3  /* payload bytes beyond the copy windows */
+#define CNT_NOT_HTTP 4          /* connections decided not HTTP */
+#define CNT_H2_BYTES_SKIPPED 5  /* HTTP/2 DATA payload bytes the frame walk skipped */
+#define CNT_H2_WALKS_LOST 6     /* HTTP/2 directions that fell back to head+tail */
+#define CNT_OWN_TRAFFIC_CONNS 7 /* the agent's own exports, never traced */
+#define CNT_COUNT 8
 
 struct event_hdr {
     __u8 type;       /* EVT_* */
@@ -51,6 +64,17 @@ struct event_hdr {
     __u32 tail;       /* of which the last `tail` are the syscall's last bytes */
     __u32 _reserved;
 }; /* 56 bytes */
+
+/* EVF_SEGMENTS (HTTP/2 connections the kernel walks frame by frame): the record
+ * covers stream bytes [pos, pos + len) and its `copied` payload bytes are
+ * segments, each this header then `len` bytes: `skip` stream bytes that were
+ * not copied (DATA payloads), then `len` bytes that were. Stream bytes after
+ * the last segment were not copied either. `tail` is 0. A syscall may give
+ * several such records, in order, with consecutive positions. */
+struct seg_hdr {
+    __u32 skip;
+    __u32 len;
+}; /* 8 bytes */
 
 /* EVT_OPEN: the header then this. Addresses in network byte order. */
 struct open_info {

@@ -113,8 +113,11 @@ class ConnManager:
 
     def on_data(self, pid: int, fd: int, generation: int, role: int, direction: int,
                 pos: int, length: int, data: bytes, ts_ns: int, tail: bytes = b"",
-                flags: int = 0) -> Emitted:
-        """One syscall: `data` from its start, `tail` from its end, the rest a gap."""
+                flags: int = 0, segs: list[tuple[int, bytes]] | None = None) -> Emitted:
+        """One syscall: `data` from its start, `tail` from its end, the rest a gap.
+
+        Or, from the kernel's HTTP/2 frame walk, `segs`: (bytes not copied, bytes
+        copied) pairs covering [pos, pos + length) in order, the rest a gap."""
         out: Emitted = []
         key = (pid, fd)
         t = self._conns.get(key)
@@ -128,10 +131,14 @@ class ConnManager:
         else:
             self._conns.move_to_end(key)
         if t.parser is None:
-            t.parser = self._choose_parser(t.meta.role, flags, data)
+            first = data if segs is None else next((b for _, b in segs if b), b"")
+            t.parser = self._choose_parser(t.meta.role, flags, first)
         if flags & EVF_TLS:
             t.meta.tls = True
-        recs = t.on_data(_DIRECTIONS[direction], pos, length, data, ts_ns, tail)
+        if segs is None:
+            recs = t.on_data(_DIRECTIONS[direction], pos, length, data, ts_ns, tail)
+        else:
+            recs = t.on_segments(_DIRECTIONS[direction], pos, length, segs, ts_ns)
         if t.meta.role is Role.UNKNOWN and t.parser.role is not Role.UNKNOWN:
             t.meta.role = t.parser.role
         if getattr(t.parser, "unparseable", None):

@@ -32,7 +32,8 @@ class ConnTracker:
     last_seen_ns: int = 0
     pos: tuple[StreamPos, StreamPos] = field(default_factory=lambda: (StreamPos(), StreamPos()))
     addresses_resolved: bool = False
-    gaps: int = 0
+    gaps: int = 0  # stretches lost: records the kernel counted but we never received
+    skipped: int = 0  # bytes the HTTP/2 frame walk chose not to copy: not a loss
 
     def on_data(
         self, direction: Direction, pos: int, length: int, data: bytes, ts_ns: int,
@@ -58,6 +59,35 @@ class ConnTracker:
             out += self.parser.gap(direction, missing, ts_ns)
         if tail:
             out += self.parser.feed(direction, tail, ts_ns)
+        return out
+
+    def on_segments(
+        self, direction: Direction, pos: int, length: int, segs: list[tuple[int, bytes]],
+        ts_ns: int,
+    ) -> list:
+        """Feed one record of the kernel's HTTP/2 frame walk: [pos, pos + length) as
+        (bytes not copied, bytes copied) pairs, in order; anything after them was not
+        copied either. The uncopied bytes are DATA payloads the kernel skipped on
+        purpose: gaps of known size at known places, not losses."""
+        self.last_seen_ns = ts_ns
+        sp = self.pos[direction]
+        parser = self.parser
+        out: list = []
+        if sp.expected >= 0 and pos > sp.expected:
+            self.gaps += 1  # a record lost on the way (ring buffer full)
+            out += parser.gap(direction, pos - sp.expected, ts_ns)
+        sp.expected = pos + length
+        rest = length
+        for skip, data in segs:
+            if skip:
+                out += parser.gap(direction, skip, ts_ns)
+                self.skipped += skip
+            if data:
+                out += parser.feed(direction, data, ts_ns)
+            rest -= skip + len(data)
+        if rest > 0:
+            out += parser.gap(direction, rest, ts_ns)
+            self.skipped += rest
         return out
 
     def on_close(self, ts_ns: int) -> list:

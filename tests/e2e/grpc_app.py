@@ -18,6 +18,8 @@ SERVICE = "helloworld.Greeter"
 
 
 def _say_hello(request: bytes, context: grpc.ServicerContext) -> bytes:
+    if request.startswith(b"big:"):  # big:N: a response of N bytes
+        return b"r" * int(request[4:].split(b":", 1)[0])
     if request == b"missing":
         context.abort(grpc.StatusCode.NOT_FOUND, "no such greeting")
     if request == b"slow":
@@ -76,5 +78,27 @@ def call(port: int) -> None:
     time.sleep(float(os.environ.get("LINGER", "0")))
 
 
+def big(port: int) -> None:
+    """Large messages (HEADERS, DATA and more frames in one syscall) and concurrent
+    calls on one new channel; then small calls whose headers HPACK indexes."""
+    go = os.environ.get("GO")
+    while go and not os.path.exists(go):
+        time.sleep(0.01)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        m = f"/{SERVICE}/"
+        hello = ch.unary_unary(m + "SayHello")
+        for n in (40_000, 100_000):  # request and response of n bytes
+            assert len(hello(b"big:%d:" % n + b"q" * n, timeout=10)) == n
+        futs = [hello.future(b"big:%d:" % (50_000 + i) + b"q" * (60_000 + i), timeout=10)
+                for i in range(8)]
+        assert [len(f.result()) for f in futs] == [50_000 + i for i in range(8)]
+        chat = ch.stream_stream(m + "Chat")
+        assert len(list(chat(iter([b"x" * 70_000, b"y" * 45_000]), timeout=10))) == 2
+        for _ in range(3):
+            assert hello(b"small", timeout=10) == b"hello small"
+    print("done", flush=True)
+    time.sleep(float(os.environ.get("LINGER", "0")))
+
+
 if __name__ == "__main__":
-    {"serve": serve, "call": call}[sys.argv[1]](int(sys.argv[2]))
+    {"serve": serve, "call": call, "big": big}[sys.argv[1]](int(sys.argv[2]))

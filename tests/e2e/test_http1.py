@@ -416,3 +416,28 @@ def test_signal_while_loading_exits_cleanly(python_server):
     err = "".join(seen) + err
     assert p.returncode == 0, err
     assert "Traceback" not in err and "Aborted" not in err
+
+
+WEBDAV_ETC = ("PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT",
+              "SEARCH", "PURGE", "QUERY")
+
+
+def test_new_connections_starting_with_other_methods_are_traced(receiver, python_server,
+                                                               otlp_env):
+    """The kernel decides a new connection's protocol from its first bytes: it knows
+    every method the agent's parser trusts (WebDAV, PURGE, QUERY), not only the nine."""
+    _, port = python_server
+    url = f"http://127.0.0.1:{port}/dav/x.txt"
+    script = "; ".join(f"curl -s -o /dev/null -X {m} {url}" for m in WEBDAV_ETC)
+    p = subprocess.run([str(TRACER), "exec", "--", "sh", "-c", script],
+                       env=otlp_env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    spans = receiver.wait_for(lambda s: s.kind == CLIENT, count=len(WEBDAV_ETC), timeout=15)
+    spans.sort(key=lambda s: s.start_time_unix_nano)
+    assert [s.attributes["http.request.method_original"] for s in spans] == list(WEBDAV_ETC)
+    for s in spans:
+        assert s.name == "HTTP" and s.attributes["http.request.method"] == "_OTHER"
+        assert s.attributes["http.response.status_code"] == 501  # http.server: unsupported
+        assert s.attributes["url.path"] == "/dav/x.txt"
+    time.sleep(0.5)
+    assert len(receiver.spans) == len(WEBDAV_ETC)

@@ -3,12 +3,13 @@ with h2load, Node's http2; the real agent and a real OTLP receiver."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import free_port, need, wait_port
+from tests.e2e.conftest import TRACER, free_port, need, wait_port
 from tests.e2e.test_http1 import A, of_pid, settle
 
 SERVER, CLIENT = 2, 3
@@ -222,3 +223,151 @@ def test_garbage_after_the_preface_does_not_stop_tracing(start_agent, receiver, 
     assert agent.proc.poll() is None
     rc, _, err = agent.stop()
     assert rc == 0 and "Traceback" not in err, err
+
+
+# -- the kernel's frame walk: new connections are exact whatever the syscall sizes --
+
+RAW = Path(__file__).with_name("h2_raw_client.py")
+BIG_CALLS = (["helloworld.Greeter/SayHello"] * 10 + ["helloworld.Greeter/Chat"]
+             + ["helloworld.Greeter/SayHello"] * 3)
+
+
+def final_stats(err: str) -> dict:
+    """The agent's counters, from its last `-v` log line."""
+    import ast
+
+    m = re.search(r"final stats (\{.*\})", err)
+    assert m, err[-2000:]
+    return ast.literal_eval(m.group(1))
+
+
+def assert_big_calls_exact(spans: list, kind: int) -> None:
+    """grpc_app.py big: 2 + 8 concurrent large unary calls, a large bidi stream, 3 small
+    calls whose headers HPACK now indexes: all exact."""
+    assert [s.name for s in spans] == BIG_CALLS, [(s.name, A(s)) for s in spans]
+    for s in spans:
+        a = A(s)
+        assert s.kind == kind
+        assert "ebpf_tracer.unknown_fields" not in a and "ebpf_tracer.partial" not in a, a
+        assert a["rpc.service"] == "helloworld.Greeter"
+        assert a["rpc.method"] == s.name.split("/")[1]
+        assert a["rpc.grpc.status_code"] == 0
+        n = 2 if a["rpc.method"] == "Chat" else 1
+        assert (a["ebpf_tracer.rpc.request.messages"], a["ebpf_tracer.rpc.response.messages"]) \
+            == (n, n), a
+
+
+def test_grpc_large_messages_on_a_new_channel_are_exact(start_agent, receiver, procs, tmp):
+    """HEADERS, DATA and more frames in one sendmsg, reads coalescing several
+    40-100 KiB messages of concurrent calls: the kernel walks the frames, so every
+    header block and both HPACK tables are seen, on both sides."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(APP), "serve", str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    procs.append(server)
+    assert server.stdout.readline() == "ready\n"
+    go = tmp / "go"
+    client = subprocess.Popen([sys.executable, str(APP), "big", str(port)],
+                              env={"GO": str(go), "LINGER": "30", "PATH": "/usr/bin:/bin"},
+                              stdout=subprocess.PIPE, text=True)
+    procs.append(client)
+    agent = start_agent("attach", "-v", "--pid", str(server.pid), "--pid", str(client.pid))
+    go.touch()
+    assert client.stdout.readline() == "done\n"
+    srv_spans = settle(receiver, server.pid, len(BIG_CALLS))
+    cli_spans = of_pid(receiver, client.pid, len(BIG_CALLS))
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    assert_big_calls_exact(srv_spans, SERVER)
+    assert_big_calls_exact(cli_spans, CLIENT)
+    stats = final_stats(err)
+    assert stats["kernel_h2_walks_lost"] == 0
+    assert stats["kernel_h2_bytes_skipped"] > 2 * 1_000_000  # DATA went by uncopied
+    assert stats["kernel_bytes_not_copied"] == 0 and stats["conn_gaps"] == 0
+
+
+def test_grpc_client_under_exec_is_exact(receiver, procs, otlp_env):
+    """`ebpf-tracer exec -- python client`: traced from its first syscall."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(APP), "serve", str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    procs.append(server)
+    assert server.stdout.readline() == "ready\n"
+    p = subprocess.run([str(TRACER), "exec", "--", sys.executable, str(APP), "big", str(port)],
+                       env=otlp_env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "done\n"
+    spans = receiver.wait_for(lambda s: s.kind == CLIENT, count=len(BIG_CALLS), timeout=15)
+    assert_big_calls_exact(sorted(spans, key=lambda s: s.start_time_unix_nano), CLIENT)
+    assert all(s.resource["process.pid"] != server.pid for s in receiver.spans)
+
+
+def test_nghttpd_new_connections_are_exact(start_agent, receiver, procs, tmp):
+    """curl --http2-prior-knowledge (large download and upload), a client whose every
+    write and read is 5 bytes (frame headers split across syscalls), and one writing
+    more frames in one syscall than the kernel walks: that direction falls back to
+    head + tail copies, and its records are exact or say what is unknown."""
+    nghttpd = need("nghttpd")
+    port = free_port()
+    www = tmp / "www"
+    www.mkdir()
+    big = os.urandom(100_000)
+    (www / "big.bin").write_bytes(big)
+    (www / "small.txt").write_text("hi\n")
+    body = tmp / "body.bin"
+    body.write_bytes(os.urandom(60_000))
+    server = subprocess.Popen([nghttpd, "--no-tls", "-d", str(www), "-a", "127.0.0.1", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(server)
+    wait_port(port)
+    go = tmp / "go"
+    env = {"GO": str(go), "LINGER": "30", "PATH": "/usr/bin:/bin"}
+    split, flood = (subprocess.Popen([sys.executable, str(RAW), str(port), *mode], env=env,
+                                     stdout=subprocess.PIPE, text=True)
+                    for mode in (["split"], ["flood", "8000"]))
+    procs += [split, flood]
+    agent = start_agent("attach", "-v", "--pid", str(server.pid), "--pid", str(split.pid),
+                        "--pid", str(flood.pid))
+    base = f"http://127.0.0.1:{port}"
+    for args in ([f"{base}/big.bin"], [f"{base}/missing?x=1"],
+                 ["--data-binary", f"@{body}", f"{base}/small.txt?up=1"]):
+        subprocess.run([need("curl"), "-sS", "-o", "/dev/null", "--http2-prior-knowledge",
+                        *args], check=True, timeout=30)
+    go.touch()
+    assert split.stdout.readline() == "done\n" and flood.stdout.readline() == "done\n"
+    srv = settle(receiver, server.pid, 8)
+    split_spans = of_pid(receiver, split.pid, 3)
+    flood_spans = of_pid(receiver, flood.pid, 2)
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+
+    def view(spans: list) -> list:
+        return [(s.name, A(s)["url.path"], A(s).get("url.query"),
+                 A(s)["http.response.status_code"]) for s in spans]
+
+    curl_spans = [s for s in srv if s.start_time_unix_nano < min(
+        x.start_time_unix_nano for x in split_spans + flood_spans)]
+    assert view(curl_spans) == [("GET", "/big.bin", None, 200), ("GET", "/missing", "x=1", 404),
+                                ("POST", "/small.txt", "up=1", 200)]
+    assert A(curl_spans[0])["http.response.body.size"] == 100_000
+    assert A(curl_spans[2])["http.request.body.size"] == 60_000
+    assert view(split_spans) == [("GET", "/small.txt", None, 200), ("GET", "/big.bin", "a=1", 200),
+                                 ("GET", "/small.txt", "b=2", 200)]
+    assert A(split_spans[1])["http.response.body.size"] == 100_000
+    assert all(A(s)["server.address"] == "127.0.0.1" for s in split_spans)
+    exact = curl_spans + split_spans + flood_spans[:1] + [
+        s for s in srv if A(s).get("url.query") in ("a=1", "b=2")]
+    for s in exact:
+        assert "ebpf_tracer.unknown_fields" not in A(s) and "ebpf_tracer.partial" not in A(s)
+    # The flood's GET after it: exact, or its unknown fields named; never wrong.
+    after = [s for s in srv + flood_spans if A(s).get("url.query") == "after=flood"]
+    assert len(after) == 2, view(srv + flood_spans)
+    for s in after:
+        assert A(s)["url.path"] == "/small.txt" and A(s)["http.response.status_code"] == 200
+        if "server.address" in A(s):
+            assert A(s)["server.address"] == "127.0.0.1"
+    assert len(srv) == 8
+    stats = final_stats(err)
+    assert stats["kernel_h2_walks_lost"] >= 1  # the flood's write
+    assert stats["kernel_h2_bytes_skipped"] > 200_000
+    assert stats["parse_failures_http2"] == 0 and stats["conn_unparseable"] == 0

@@ -23,6 +23,7 @@ int main(void) {
            offsetof(struct event_hdr, ts_ns), offsetof(struct event_hdr, len),
            offsetof(struct event_hdr, copied));
     printf("%zu %zu\n", offsetof(struct open_info, peer_addr), offsetof(struct open_info, comm));
+    printf("%zu %zu\n", sizeof(struct seg_hdr), offsetof(struct seg_hdr, len));
     return 0;
 }
 """
@@ -52,12 +53,15 @@ def test_sizes_and_offsets_match_the_c_header(tmp_path: Path) -> None:
     )
     peer_addr, comm = map(int, lines[2].split())
     assert (peer_addr, comm) == (struct.calcsize("<HHi"), struct.calcsize("<HHi16s"))
+    seg_size, seg_len = map(int, lines[3].split())
+    assert (seg_size, seg_len) == (events.SEG.size, struct.calcsize("<I"))
 
 
 def test_constants_come_from_the_header() -> None:
     text = events.HEADER.read_text()
     assert f"#define EVT_DATA {int(events.EventType.DATA)}" in text
     assert f"#define PROTO_NONE {int(events.Proto.NONE)}" in text
+    assert f"#define EVF_SEGMENTS {events.EVF_SEGMENTS}" in text
     assert events.EVF_HTTP2 == 4
 
 

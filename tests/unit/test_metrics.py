@@ -46,7 +46,7 @@ class FakeAgent:
     def stats(self) -> dict[str, int]:
         return {
             "events": 1000, "spans_produced": 15, "connections_tracked": 3,
-            "kernel_ringbuf_lost": 7, "kernel_bytes_not_copied": 11,
+            "kernel_ringbuf_lost": 7, "kernel_bytes_not_copied": 11, "kernel_h2_walks_lost": 2,
             "parse_failures_record": 1, "parse_failures_http1": 2,
             "spans_unknown_status_code": 4, "spans_unknown_peer_address": 0,
             "spans_unknown_framing": 1, "own_traffic_dropped": 0,
@@ -99,6 +99,7 @@ def test_prometheus_endpoint_and_stats_view(agent: FakeAgent) -> None:
         assert 'ebpf_tracer_export_errors_total{code="401"} 2.0' in text
         assert "ebpf_tracer_spans_produced_total 15.0" in text
         assert "ebpf_tracer_ringbuf_events_lost_total 7.0" in text
+        assert "ebpf_tracer_http2_walks_lost_total 2.0" in text
         assert "ebpf_tracer_connections_tracked 3.0" in text
         assert "ebpf_tracer_export_queue_spans 0.0" in text
         assert 'ebpf_tracer_parse_failures_total{stage="http1"} 2.0' in text
