@@ -627,3 +627,26 @@ def test_a_read_boundary_counts_as_a_message_start_when_hunting() -> None:
     conn.feed(OUT, b"00 OK\r\nContent-Length: 0\r\n\r\n", 3)
     assert conn.stats.unmatched_responses == 1  # found, though its request was unseen
     assert summary(exchange(conn, GET, OK)) == [("GET", "/a?b=c", 200, 0, 5, None)]
+
+
+def test_head_cache_gives_equal_independent_messages_and_stays_bounded() -> None:
+    from ebpf_tracer.protocols.http1 import head as h
+
+    raw = b"POST /x?a=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5"
+    a = h.parse_head(raw, True)
+    b = h.parse_head(bytearray(raw), True)  # a buffered head: same answer
+    assert a is not None and b is not None and a is not b
+    assert (a.method, a.target, a.version, a.headers, a.content_length) == (
+        b.method, b.target, b.version, b.headers, b.content_length) == (
+        "POST", "/x?a=1", "1.1", {"host": "h", "content-length": "5"}, 5)
+    a.start_ns, a.body_size = 7, 3  # per-message state is never shared
+    assert (b.start_ns, b.body_size) == (0, 0)
+    # Same bytes as a response head is another cache: invalid there.
+    assert h.parse_head(raw, False) is None
+    for i in range(h.HEAD_CACHE_MAX * 2):
+        h.parse_head(b"GET /%d HTTP/1.1\r\nHost: h" % i, True)
+    assert len(h._HEAD_CACHE[True]) <= h.HEAD_CACHE_MAX
+    big = b"GET / HTTP/1.1\r\nX: " + b"v" * h.HEAD_CACHE_BYTES
+    h._HEAD_CACHE[True].clear()
+    assert h.parse_head(big, True) is not None
+    assert h._HEAD_CACHE[True] == {}  # long heads are not kept

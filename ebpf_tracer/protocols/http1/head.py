@@ -80,12 +80,32 @@ def plausible_start_prefix(head: bytes, is_request: bool) -> bool:
     return head[:k] == b"HTTP/1."[:k]
 
 
+# Recently parsed heads, by their exact bytes, per kind. Traffic repeats heads
+# (the same client asking the same path; a server's responses within one Date
+# second): a hit costs a dict lookup instead of a parse. Bounded (cleared when
+# full); only short heads; holds nothing a live connection does not.
+_HEAD_CACHE: tuple[dict[bytes, tuple], dict[bytes, tuple]] = ({}, {})
+HEAD_CACHE_MAX = 512
+HEAD_CACHE_BYTES = 1024
+
+
 def parse_head(head: bytes, is_request: bool) -> Message | None:
-    """Parse a head (start line plus fields, without the blank line); None if invalid."""
+    """Parse a head (start line plus fields, without the blank line); None if invalid.
+
+    The returned message's ``headers`` dict may be shared with other messages
+    of the same bytes: treat it as read-only."""
+    if type(head) is not bytes:
+        head = bytes(head)  # a buffered head arrives as a bytearray slice
+    cache = _HEAD_CACHE[is_request]
+    hit = cache.get(head)
+    msg = Message(is_request)
+    if hit is not None:
+        (msg.method, msg.target, msg.version, msg.status, msg.headers, msg.content_length,
+         msg.chunked, msg.te_other, msg.bad_length) = hit
+        return msg
     text = head.decode("latin-1")
     nl = text.find("\n")
     first = text if nl < 0 else text[:nl]
-    msg = Message(is_request)
     if is_request:
         m = _REQUEST_LINE.fullmatch(first)
         if m is None:
@@ -101,6 +121,11 @@ def parse_head(head: bytes, is_request: bool) -> Message | None:
     if nl >= 0:
         msg.headers = _fields(text, nl + 1)
         _framing(msg)
+    if len(head) <= HEAD_CACHE_BYTES:
+        if len(cache) >= HEAD_CACHE_MAX:
+            cache.clear()
+        cache[head] = (msg.method, msg.target, msg.version, msg.status, msg.headers,
+                              msg.content_length, msg.chunked, msg.te_other, msg.bad_length)
     return msg
 
 
