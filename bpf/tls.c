@@ -159,6 +159,7 @@ int ssl_ret(struct pt_regs *ctx) {
         return 0;
     }
 
+    send_open(id, a.fd, st);
     __u32 zero = 0;
     struct data_event *ev = tls_scratch.lookup(&zero);
     if (!ev)

@@ -93,9 +93,14 @@ struct conn_state {
     __u8 flags;     /* EVF_EXISTING; EVF_TLS once a TLS library probe saw it */
     __u8 tls_proto; /* inferred from the plaintext (tls.c) */
     __u8 tls_tries;
-    __u16 _pad;
+    __u8 open_pending; /* `info` not sent yet: sent before the first HTTP record */
+    __u8 _pad;
     __u64 tls_pos[2]; /* plaintext byte positions (tls.c) */
     struct h2_dir h2[2]; /* per direction; the plaintext's when EVF_TLS */
+    /* From accept/connect. Sent (EVT_OPEN) only once the connection's first
+     * bytes say HTTP: database, DNS and other connections never reach the
+     * agent at all. */
+    struct open_info info;
 };
 
 /* What an entry tracepoint leaves for its exit. */
@@ -332,49 +337,60 @@ static __always_inline void open_conn(void *ctx, __u64 id, __s32 fd, __u8 role, 
     st.generation = bpf_ktime_get_ns();
     st.role = role;
     st.proto = PROTO_UNKNOWN;
-    conns.update(&key, &st);
-    count(CNT_CONNS_OPENED, 1);
-
-    struct open_event ev = {};
-    fill_hdr(&ev.hdr, EVT_OPEN, id, fd);
-    ev.hdr.role = role;
-    ev.hdr.generation = st.generation;
-    ev.info.listen_fd = listen_fd;
-    bpf_get_current_comm(ev.info.comm, sizeof(ev.info.comm));
+    st.open_pending = 1;
+    st.info.listen_fd = listen_fd;
+    bpf_get_current_comm(st.info.comm, sizeof(st.info.comm));
     if (uaddr) {
         struct u_sockaddr_in6 sa = {};
         bpf_probe_read_user(&sa, sizeof(sa), (void *)uaddr);
         struct own_key peer = {};
         if (sa.family == AF_INET) {
             struct u_sockaddr_in *s4 = (struct u_sockaddr_in *)&sa;
-            ev.info.family = AF_INET;
-            ev.info.peer_port = bpf_ntohs(s4->port);
-            __builtin_memcpy(ev.info.peer_addr, s4->addr, 4);
+            st.info.family = AF_INET;
+            st.info.peer_port = bpf_ntohs(s4->port);
+            __builtin_memcpy(st.info.peer_addr, s4->addr, 4);
             peer.addr[10] = 0xff;
             peer.addr[11] = 0xff;
             __builtin_memcpy(&peer.addr[12], s4->addr, 4);
         } else if (sa.family == AF_INET6) {
-            ev.info.family = AF_INET6;
-            ev.info.peer_port = bpf_ntohs(sa.port);
-            __builtin_memcpy(ev.info.peer_addr, sa.addr, 16);
+            st.info.family = AF_INET6;
+            st.info.peer_port = bpf_ntohs(sa.port);
+            __builtin_memcpy(st.info.peer_addr, sa.addr, 16);
             __builtin_memcpy(peer.addr, sa.addr, 16);
         } else {
             /* AF_UNIX and friends: not TCP, forget it. */
             conns.delete(&key);
             return;
         }
-        peer.port = ev.info.peer_port;
+        peer.port = st.info.peer_port;
         if (role == ROLE_SERVER && own_ends.lookup(&peer)) {
             /* The client is this agent's exporter: never traced. */
             st.proto = PROTO_NONE;
             st.tls_proto = PROTO_NONE;
-            conns.update(&key, &st);
+            st.open_pending = 0;
             count(CNT_OWN_TRAFFIC_CONNS, 1);
-            return;
         }
     }
-    if (events.ringbuf_output(&ev, sizeof(ev), 0) != 0)
+    conns.update(&key, &st);
+    count(CNT_CONNS_OPENED, 1);
+}
+
+/* The connection turned out to be HTTP: tell the agent what accept/connect
+ * said about it, just before its first record. */
+static __always_inline void send_open(__u64 id, __s32 fd, struct conn_state *st) {
+    if (!st->open_pending)
+        return;
+    st->open_pending = 0;
+    struct open_event *ev = events.ringbuf_reserve(sizeof(struct open_event));
+    if (!ev) {
         count(CNT_RINGBUF_LOST, 1);
+        return;
+    }
+    fill_hdr(&ev->hdr, EVT_OPEN, id, fd);
+    ev->hdr.role = st->role;
+    ev->hdr.generation = st->generation;
+    __builtin_memcpy(&ev->info, &st->info, sizeof(ev->info));
+    events.ringbuf_submit(ev, 0);
 }
 
 static __always_inline int enter_accept(__s32 fd, __u64 addr) {
@@ -1074,6 +1090,7 @@ int process_data(void *ctx) {
         return 0;
     }
 
+    send_open(id, a.fd, st);
     fill_hdr(&ev->hdr, EVT_DATA, id, a.fd);
     ev->hdr.direction = a.direction;
     ev->hdr.role = st->role;
