@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import time
 
@@ -14,23 +13,7 @@ from .agent import Agent
 from .config import Config, Mode
 from .errors import TracerError
 from .launch import GatedProcess
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TracerError(f"the demo server did not start on 127.0.0.1:{port}")
+from .loopback import free_port, wait_port
 
 
 def client_script(port: int) -> str:
@@ -55,13 +38,16 @@ def run_demo() -> int:
     click.echo("ebpf-tracer demo: compiling and attaching the eBPF programs...", err=True)
     agent = Agent(Config(mode=Mode.ATTACH, exporter="console", batch_delay_s=0.2))
     agent.start()
-    port = _free_port()
+    port = free_port()
     server = GatedProcess([sys.executable, "-m", "ebpf_tracer.demo_server", str(port)],
                           env={**os.environ, "OTEL_SERVICE_NAME": "demo-shop"})
     try:
         agent.add_pids([server.pid])
         server.release()
-        _wait_listening(port)
+        try:
+            wait_port(port, 10.0)
+        except TimeoutError:
+            raise TracerError(f"the demo server did not start on 127.0.0.1:{port}") from None
         click.echo(f"ebpf-tracer demo: server on 127.0.0.1:{port}; running the client "
                    "(curl: GET, GET with query, slow GET, POST, 404)\n", err=True)
         client = GatedProcess(["/bin/sh", "-c", client_script(port)])

@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ebpf_tracer.loopback import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOENIX_PYTHON = ROOT / ".venv-phoenix" / "bin" / "python"
 HOST = "127.0.0.1"
@@ -49,19 +51,13 @@ sys.exit(main())
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 class Phoenix:
     """One Phoenix server process on loopback."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.http_port = _free_port()
-        self.grpc_port = _free_port()
+        self.http_port = free_port()
+        self.grpc_port = free_port()
         self.log_path = workdir / "phoenix.log"
         self.proc: subprocess.Popen | None = None
 
