@@ -39,6 +39,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .conn.sockets import socket_inode
+from .export.config import RUN_SECTIONS, read_config_yaml
+from .export.errors import ExportConfigError
 from .k8s.pods import PodInfo
 from .model import ConnMeta, Role
 from .resources import ProcessInfo, ResourceCache
@@ -352,21 +354,13 @@ def apply_run_options(cfg: Any, file_config: Mapping[str, Any] | None = None,
     cfg.k8s_node_name = flags.get("k8s_node_name") or k8s.get("node_name") or None
 
 
-RUN_SECTIONS = ("selection", "kubernetes")
-
-
 def load_run_sections(path: str) -> dict[str, Any]:
     """The `selection:` and `kubernetes:` sections of a --config YAML file
     (the export layer reads the rest of the same file)."""
-    import yaml
-
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise SelectionError(f"--config {path!r}: cannot read it: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise SelectionError(f"--config {path!r}: not valid YAML: {e}") from None
+        data = read_config_yaml(path)
+    except ExportConfigError as e:
+        raise SelectionError(str(e)) from None
     if not isinstance(data, Mapping):
         return {}
     out = {k: data[k] for k in RUN_SECTIONS if data.get(k) is not None}

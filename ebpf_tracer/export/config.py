@@ -452,18 +452,18 @@ _FILE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 # Sections `run` reads itself (ebpf_tracer/selection.py); the export loader
 # passes over them so one file configures the whole DaemonSet.
-_FILE_RUN_SECTIONS = ("selection", "kubernetes")
-_FILE_TOP = ("exporter", "output", *_FILE_SECTIONS, *_FILE_RUN_SECTIONS)
+RUN_SECTIONS = ("selection", "kubernetes")
+_FILE_TOP = ("exporter", "output", *_FILE_SECTIONS, *RUN_SECTIONS)
 
 
-def load_config_file(path: str) -> FileConfig:
-    """Read a YAML config file (see docs/export.md). Raises ExportConfigError
-    naming the file and the offending key."""
+def read_config_yaml(path: str) -> Any:
+    """The parsed --config file. Raises ExportConfigError saying why it cannot
+    be read (with the line and column of a YAML error)."""
     import yaml  # only paid for by users of --config
 
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except OSError as exc:
         raise ExportConfigError(f"--config {path!r}: cannot read it: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -473,6 +473,12 @@ def load_config_file(path: str) -> FileConfig:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ExportConfigError(f"--config {path!r}: not valid YAML{where}: {problem}") from None
+
+
+def load_config_file(path: str) -> FileConfig:
+    """Read a YAML config file (see docs/export.md). Raises ExportConfigError
+    naming the file and the offending key."""
+    data = read_config_yaml(path)
     out = FileConfig(path)
     if data is None:
         return out  # an empty file sets nothing
@@ -483,7 +489,7 @@ def load_config_file(path: str) -> FileConfig:
             raise ExportConfigError(
                 f"{path}: unknown setting {key!r}; known: {', '.join(_FILE_TOP)}"
             )
-        if key in _FILE_RUN_SECTIONS:
+        if key in RUN_SECTIONS:
             continue
         if key in _FILE_SECTIONS:
             if value is None:
