@@ -8,17 +8,18 @@ from __future__ import annotations
 import collections
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import TRACER, free_port
 from tests.otlp_receiver import OtlpReceiver
+from tests.proxy import LoopbackProxy
 
 pytestmark = pytest.mark.slow
 
@@ -246,63 +247,39 @@ def test_sigterm_during_an_outage_keeps_the_export_deadline(start_agent, receive
 # --- compression, headers, TLS, protocols ---------------------------------------------
 
 
-class GrpcCompressionSniffer:
+class GrpcCompressionSniffer(LoopbackProxy):
     """A loopback TCP proxy to a gRPC server that reads the client's HTTP/2
     frames and records the compressed flag of each request message: grpcio
     decompresses transparently, so the server side cannot tell."""
 
     def __init__(self, target_port: int) -> None:
-        self.target = target_port
         self.flags: list[int] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, sniff: bool) -> None:
+    def watch_upstream(self) -> Callable[[bytes], None]:
         buf, preface, streams = b"", 24, set()
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-                if not sniff:
-                    continue
-                buf += data
-                if preface:
-                    cut = min(preface, len(buf))
-                    buf, preface = buf[cut:], preface - cut
-                while len(buf) >= 9:
-                    length = int.from_bytes(buf[:3], "big")
-                    if len(buf) < 9 + length:
-                        break
-                    ftype, fflags = buf[3], buf[4]
-                    stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
-                    payload, buf = buf[9 : 9 + length], buf[9 + length :]
-                    if ftype == 0 and payload:  # DATA
-                        if fflags & 0x8:  # PADDED
-                            payload = payload[1 : len(payload) - payload[0]]
-                        if stream not in streams and payload:
-                            streams.add(stream)  # a unary request: one message per stream
-                            self.flags.append(payload[0])
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
-    def close(self) -> None:
-        self.listener.close()
+        def sniff(data: bytes) -> None:
+            nonlocal buf, preface
+            buf += data
+            if preface:
+                cut = min(preface, len(buf))
+                buf, preface = buf[cut:], preface - cut
+            while len(buf) >= 9:
+                length = int.from_bytes(buf[:3], "big")
+                if len(buf) < 9 + length:
+                    break
+                ftype, fflags = buf[3], buf[4]
+                stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                payload, buf = buf[9 : 9 + length], buf[9 + length :]
+                if ftype == 0 and payload:  # DATA
+                    if fflags & 0x8:  # PADDED
+                        payload = payload[1 : len(payload) - payload[0]]
+                    if stream not in streams and payload:
+                        streams.add(stream)  # a unary request: one message per stream
+                        self.flags.append(payload[0])
+
+        return sniff
 
 
 def traced_get(port: int, count: int = 3) -> None:

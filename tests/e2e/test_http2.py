@@ -16,17 +16,29 @@ SERVER, CLIENT = 2, 3
 APP = Path(__file__).with_name("grpc_app.py")
 
 
-def test_grpc_calls_give_one_rpc_span_each(start_agent, receiver, procs, tmp):
+def grpc_server(procs: list) -> tuple[subprocess.Popen, int]:
+    """grpc_app.py's server on a free port, once it is listening."""
     port = free_port()
     server = subprocess.Popen([sys.executable, str(APP), "serve", str(port)],
                               stdout=subprocess.PIPE, text=True)
     procs.append(server)
     assert server.stdout.readline() == "ready\n"
-    go = tmp / "go"
-    client = subprocess.Popen([sys.executable, str(APP), "call", str(port)],
+    return server, port
+
+
+def grpc_client(procs: list, mode: str, port: int, go: Path) -> subprocess.Popen:
+    """grpc_app.py's client (``mode``: call, big): it waits for ``go`` to exist."""
+    client = subprocess.Popen([sys.executable, str(APP), mode, str(port)],
                               env={"GO": str(go), "LINGER": "30", "PATH": "/usr/bin:/bin"},
                               stdout=subprocess.PIPE, text=True)
     procs.append(client)
+    return client
+
+
+def test_grpc_calls_give_one_rpc_span_each(start_agent, receiver, procs, tmp):
+    server, port = grpc_server(procs)
+    go = tmp / "go"
+    client = grpc_client(procs, "call", port, go)
     agent = start_agent("attach", "--pid", str(server.pid), "--pid", str(client.pid))
     go.touch()
     assert client.stdout.readline() == "done\n"
@@ -156,11 +168,7 @@ def test_h2c_upgrade_client_and_server(start_agent, receiver, procs, tmp, otlp_e
 
 def test_grpc_channel_opened_before_the_tracer(start_agent, receiver, procs, tmp):
     """Joined mid-connection: fields are exact or reported unknown, never wrong."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(APP), "serve", str(port)],
-                              stdout=subprocess.PIPE, text=True)
-    procs.append(server)
-    assert server.stdout.readline() == "ready\n"
+    server, port = grpc_server(procs)
     go = tmp / "go"
     code = (
         "import grpc, os, time, sys\n"
@@ -261,16 +269,9 @@ def test_grpc_large_messages_on_a_new_channel_are_exact(start_agent, receiver, p
     """HEADERS, DATA and more frames in one sendmsg, reads coalescing several
     40-100 KiB messages of concurrent calls: the kernel walks the frames, so every
     header block and both HPACK tables are seen, on both sides."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(APP), "serve", str(port)],
-                              stdout=subprocess.PIPE, text=True)
-    procs.append(server)
-    assert server.stdout.readline() == "ready\n"
+    server, port = grpc_server(procs)
     go = tmp / "go"
-    client = subprocess.Popen([sys.executable, str(APP), "big", str(port)],
-                              env={"GO": str(go), "LINGER": "30", "PATH": "/usr/bin:/bin"},
-                              stdout=subprocess.PIPE, text=True)
-    procs.append(client)
+    client = grpc_client(procs, "big", port, go)
     agent = start_agent("attach", "-v", "--pid", str(server.pid), "--pid", str(client.pid))
     go.touch()
     assert client.stdout.readline() == "done\n"
@@ -288,11 +289,7 @@ def test_grpc_large_messages_on_a_new_channel_are_exact(start_agent, receiver, p
 
 def test_grpc_client_under_exec_is_exact(receiver, procs, otlp_env):
     """`ebpf-tracer exec -- python client`: traced from its first syscall."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(APP), "serve", str(port)],
-                              stdout=subprocess.PIPE, text=True)
-    procs.append(server)
-    assert server.stdout.readline() == "ready\n"
+    server, port = grpc_server(procs)
     p = subprocess.run([str(TRACER), "exec", "--", sys.executable, str(APP), "big", str(port)],
                        env=otlp_env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -20,6 +20,7 @@ from ebpf_tracer.export.otlp_http import OtlpHttpExporter
 from ebpf_tracer.export.retry import RetryPolicy
 from ebpf_tracer.model import Resource, Span, SpanKind, StatusCode
 from tests.otlp_receiver import OtlpReceiver
+from tests.proxy import LoopbackProxy
 
 FAST = RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05, max_attempts=6)
 NGINX = Resource.from_dict({"service.name": "nginx", "process.pid": 42})
@@ -118,43 +119,18 @@ def test_http_reuses_its_connection(receiver: OtlpReceiver) -> None:
     assert len(receiver.requests) == 3 and len(peers) == 1
 
 
-class CountingProxy:
+class CountingProxy(LoopbackProxy):
     """Forwards 127.0.0.1 TCP to ``port`` and counts client → server bytes."""
 
     def __init__(self, port: int) -> None:
-        self.target = port
         self.upstream_bytes = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+    def watch_upstream(self) -> Callable[[bytes], None]:
+        return self._count
 
-    def _pump(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if count:
-                    self.upstream_bytes += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
+    def _count(self, data: bytes) -> None:
+        self.upstream_bytes += len(data)
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])

@@ -6,10 +6,12 @@ from __future__ import annotations
 import socket
 import threading
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
+from ebpf_tracer.agent import Agent
+from ebpf_tracer.config import Config
 from ebpf_tracer.errors import TracerError
 from ebpf_tracer.export import BatchSpanProcessor
 from ebpf_tracer.export.retry import Outcome
@@ -174,20 +176,27 @@ def test_parser_totals_split_by_protocol() -> None:
     assert totals.parse_errors == 5
 
 
-def test_http2_spans_with_unknown_fields_are_counted_by_field() -> None:
-    from ebpf_tracer.agent import Agent
-    from ebpf_tracer.config import Config
+class NullExporter:
+    def export(self, spans: Sequence[Span]) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.fixture
+def real_agent() -> Iterator[Agent]:
+    """An Agent with no probes and an exporter that accepts everything."""
+    a = Agent(Config(), exporter=NullExporter())
+    yield a
+    a.batcher.shutdown()
+
+
+def test_http2_spans_with_unknown_fields_are_counted_by_field(real_agent: Agent) -> None:
     from ebpf_tracer.model import ConnMeta
     from ebpf_tracer.protocols.http2 import Http2Record
 
-    class Null:
-        def export(self, spans: Sequence[Span]) -> bool:
-            return True
-
-        def shutdown(self) -> None:
-            pass
-
-    a = Agent(Config(), exporter=Null())
+    a = real_agent
     meta = ConnMeta(1, 5, 1, Role.SERVER, "127.0.0.1", 80, "127.0.0.1", 5000)
 
     def rec(unknown: frozenset[str]) -> Http2Record:
@@ -201,21 +210,12 @@ def test_http2_spans_with_unknown_fields_are_counted_by_field() -> None:
     assert snap.spans_unknown_fields["http2_header_fields"] == 2
     assert snap.spans_unknown_fields["path"] == 2
     assert snap.spans_unknown_fields["authority"] == 1
-    a.batcher.shutdown()
 
 
-def test_requests_without_response_are_counted_when_the_connection_ends() -> None:
-    from ebpf_tracer.agent import Agent
-    from ebpf_tracer.config import Config
+def test_requests_without_response_are_counted_when_the_connection_ends(
+        real_agent: Agent) -> None:
 
-    class Null:
-        def export(self, spans: Sequence[Span]) -> bool:
-            return True
-
-        def shutdown(self) -> None:
-            pass
-
-    a = Agent(Config(), exporter=Null())
+    a = real_agent
     req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"
     a.conns.on_data(1, -1, 7, int(Role.SERVER), int(Direction.INGRESS), 0, len(req), req, 1)
     assert snapshot(a).messages_unmatched["request_no_response"] == 0
@@ -223,4 +223,3 @@ def test_requests_without_response_are_counted_when_the_connection_ends() -> Non
     snap = snapshot(a)
     assert snap.messages_unmatched == {"request_no_response": 2, "response_no_request": 0,
                                        "request_queue_full": 0}
-    a.batcher.shutdown()
