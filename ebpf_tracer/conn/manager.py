@@ -15,9 +15,7 @@ from ..events import EVF_HTTP2, EVF_TLS, OpenInfo
 from ..model import ConnMeta, Direction, Role
 from ..protocols import detect
 from ..protocols.http1 import Http1Connection, Http1Record
-from ..protocols.http1.connection import looks_like_http1
 from ..protocols.http2 import Http2Connection, Http2Record
-from ..protocols.http2.upgrade import looks_like_h2c_upgrade
 from .sockets import NotTcp, SocketTable, addresses_of, fd_exists, format_addr, socket_inode
 from .tracker import ConnTracker
 
@@ -162,10 +160,6 @@ class ConnManager:
         which falls back to HTTP/1 if the server declines)."""
         if flags & EVF_HTTP2:
             return Http2Connection(role)
-        # The common case first: a plain HTTP/1 message start, no h2c upgrade.
-        if looks_like_http1(first) and (first[:7] == b"HTTP/1."
-                                        or not looks_like_h2c_upgrade(first)):
-            return Http1Connection(role)
         info = detect(first)
         cls = info.connection if info else Http1Connection
         return cls(role)
