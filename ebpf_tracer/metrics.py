@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import TracerError
 from .export.batcher import DROP_REASONS
+from .protocols.http2.side import Http2Stats
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class ParserTotals:
         errors = getattr(stats, "parse_errors", 0)
         self.parse_errors += errors
         # Http2Stats for HTTP/2 (and h2c) connections, the HTTP/1 parser's otherwise.
-        proto = "http2" if type(stats).__name__ == "Http2Stats" else "http1"
+        proto = "http2" if isinstance(stats, Http2Stats) else "http1"
         self.parse_errors_by_protocol[proto] += errors
         self.partial_records += getattr(stats, "partial_records", 0)
         self.unmatched_responses += getattr(stats, "unmatched_responses", 0)

@@ -29,6 +29,7 @@ class TlsWatcher:
         self._due: dict[int, list[float]] = {}  # pid -> rescan times (monotonic)
         self.statuses: dict[int, TlsStatus] = {}
         self.unmapped_calls = 0  # SSL calls with no socket (memory BIOs)
+        self._said_no_socket: set[int] = set()  # pids warned about that, once each
 
     def start(self) -> None:
         """Hook the host's own libssl files up front: programs started later
@@ -94,14 +95,13 @@ class TlsWatcher:
     def no_socket(self, pid: int, calls: int) -> None:
         """The kernel saw SSL calls of ``pid`` it could not tie to a socket."""
         self.unmapped_calls += calls
-        text = ("TLS NOT visible: OpenSSL is used through memory BIOs (e.g. Python "
-                "asyncio, or an event loop doing its own socket I/O), so its SSL calls "
-                "cannot be tied to a connection; not supported yet")
-        if self._said.get(-pid) == text:
+        if pid in self._said_no_socket:
             return
-        self._said[-pid] = text  # said once per process (negative: beside _report's)
-        log.warning("pid %d (%s): %s (%d calls so far)", pid, _comm(pid, self._proc), text,
-                    calls)
+        self._said_no_socket.add(pid)
+        log.warning("pid %d (%s): TLS NOT visible: OpenSSL is used through memory BIOs "
+                    "(e.g. Python asyncio, or an event loop doing its own socket I/O), so its "
+                    "SSL calls cannot be tied to a connection; not supported yet (%d calls so "
+                    "far)", pid, _comm(pid, self._proc), calls)
 
     def on_exec(self, pid: int, now: float | None = None) -> None:
         """A traced process started a new program: its libraries load now."""
@@ -113,7 +113,7 @@ class TlsWatcher:
 
     def forget(self, pid: int) -> None:
         self._said.pop(pid, None)
-        self._said.pop(-pid, None)
+        self._said_no_socket.discard(pid)
         self._due.pop(pid, None)
         self.statuses.pop(pid, None)
 
