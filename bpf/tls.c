@@ -104,17 +104,8 @@ int ssl_ret(struct pt_regs *ctx) {
     __u8 d = a.direction & 1;
     int hint = 0;
     if (!st || st->tls_proto == PROTO_UNKNOWN) {
-        __u8 peek[16] = {};
         __u32 peeked = 0;
-        if (total >= 9) {
-            peeked = total >= 16 ? 16 : 9;
-            if (bpf_probe_read_user(peek, peeked == 16 ? 16 : 9, (void *)a.buf) != 0)
-                peeked = 0;
-        }
-        if (peeked >= 8)
-            hint = http1_start(peek, peeked);
-        if (!hint && peeked >= 9)
-            hint = http2_frame_start(peek, total, !st);
+        hint = infer_start((void *)a.buf, total, total, !st, &peeked);
         if (!st) {
             /* A connection from before the tracer: only HTTP makes it one. */
             if (hint == 0)
@@ -123,16 +114,8 @@ int ssl_ret(struct pt_regs *ctx) {
             fresh.generation = bpf_ktime_get_ns();
             fresh.flags = EVF_EXISTING | EVF_TLS;
             fresh.proto = PROTO_NONE; /* the syscalls carry ciphertext */
-            if (hint == 3) {
-                fresh.tls_proto = PROTO_HTTP2;
-                fresh.role = a.direction == DIR_INGRESS ? ROLE_SERVER : ROLE_CLIENT;
-            } else if (hint == 4) {
-                fresh.tls_proto = PROTO_HTTP2;
-                fresh.role = ROLE_UNKNOWN;
-            } else {
-                fresh.tls_proto = PROTO_HTTP1;
-                fresh.role = (hint == 1) == (a.direction == DIR_INGRESS) ? ROLE_SERVER : ROLE_CLIENT;
-            }
+            fresh.tls_proto = hint_proto(hint);
+            fresh.role = hint_role(hint, a.direction);
             conns.update(&key, &fresh);
             st = conns.lookup(&key);
             if (!st)

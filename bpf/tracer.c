@@ -255,6 +255,41 @@ static __always_inline int http2_frame_start(const __u8 *b, __u64 total, int exi
     return 0;
 }
 
+/* A stream's first bytes, peeked (16, or 9 when that is all there is) before
+ * anything big is copied: the hint of http1_start or http2_frame_start (0:
+ * neither); `*peeked_out` is how many bytes were read. */
+static __always_inline int infer_start(const void *src, __u64 avail, __u64 total, int existing,
+                                       __u32 *peeked_out) {
+    __u8 peek[16] = {};
+    __u32 peeked = 0;
+    int hint = 0;
+    if (src && avail >= 9) {
+        peeked = avail >= 16 ? 16 : 9;
+        if (bpf_probe_read_user(peek, peeked == 16 ? 16 : 9, src) != 0)
+            peeked = 0;
+    }
+    if (peeked >= 8)
+        hint = http1_start(peek, peeked);
+    if (!hint && peeked >= 9)
+        hint = http2_frame_start(peek, total, existing);
+    *peeked_out = peeked;
+    return hint;
+}
+
+/* A connection first seen mid-stream, from its first bytes' hint. */
+static __always_inline __u8 hint_proto(int hint) {
+    return hint >= 3 ? PROTO_HTTP2 : PROTO_HTTP1;
+}
+
+static __always_inline __u8 hint_role(int hint, __u8 direction) {
+    if (hint == 3) /* the preface: read by servers, written by clients */
+        return direction == DIR_INGRESS ? ROLE_SERVER : ROLE_CLIENT;
+    if (hint == 4) /* mid-connection HTTP/2: the agent decides by stream ids */
+        return ROLE_UNKNOWN;
+    /* A request read, or a response written, means we serve. */
+    return (hint == 1) == (direction == DIR_INGRESS) ? ROLE_SERVER : ROLE_CLIENT;
+}
+
 static __always_inline void fill_hdr(struct event_hdr *h, __u8 type, __u64 id, __s32 fd) {
     h->type = type;
     h->direction = 0;
@@ -1027,7 +1062,6 @@ int process_data(void *ctx) {
     if (!st || st->proto == PROTO_UNKNOWN) {
         /* Decide on a 16-byte peek before copying anything big: traffic that
          * is not HTTP (files, pipes, other protocols) costs only this. */
-        __u8 peek[16] = {};
         void *src = (void *)a.ptr;
         __u64 avail = total;
         if (iovp) {
@@ -1036,15 +1070,7 @@ int process_data(void *ctx) {
             src = first.base;
             avail = first.len < total ? first.len : total;
         }
-        if (src && a.kind != K_SENDFILE && avail >= 9) {
-            peeked = avail >= 16 ? 16 : 9;
-            if (bpf_probe_read_user(peek, peeked == 16 ? 16 : 9, src) != 0)
-                peeked = 0;
-        }
-        if (peeked >= 8)
-            hint = http1_start(peek, peeked);
-        if (!hint && peeked >= 9)
-            hint = http2_frame_start(peek, total, !st);
+        hint = infer_start(a.kind == K_SENDFILE ? 0 : src, avail, total, !st, &peeked);
     }
 
     if (!st) {
@@ -1055,19 +1081,8 @@ int process_data(void *ctx) {
             return 0;
         fresh.generation = bpf_ktime_get_ns();
         fresh.flags = EVF_EXISTING;
-        if (hint == 3) {
-            fresh.proto = PROTO_HTTP2;
-            fresh.role = a.direction == DIR_INGRESS ? ROLE_SERVER : ROLE_CLIENT;
-        } else if (hint == 4) {
-            /* Mid-connection HTTP/2: the agent decides the role from the
-             * stream ids it sees. */
-            fresh.proto = PROTO_HTTP2;
-            fresh.role = ROLE_UNKNOWN;
-        } else {
-            fresh.proto = PROTO_HTTP1;
-            /* A request read, or a response written, means we serve. */
-            fresh.role = (hint == 1) == (a.direction == DIR_INGRESS) ? ROLE_SERVER : ROLE_CLIENT;
-        }
+        fresh.proto = hint_proto(hint);
+        fresh.role = hint_role(hint, a.direction);
         conns.update(&key, &fresh);
         st = conns.lookup(&key);
         if (!st)
