@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.certs import self_signed_cert
 from tests.e2e.conftest import TRACER, free_port
 from tests.otlp_receiver import OtlpReceiver
 from tests.proxy import LoopbackProxy
@@ -346,15 +347,7 @@ def self_signed(tmp_path_factory) -> tuple[str, str]:
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("openssl is needed to make a test certificate (apt-get install openssl)")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = str(directory / "ca.pem"), str(directory / "key.pem")
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", key, "-out", cert],
-        check=True, capture_output=True,
-    )
-    return cert, key
+    return self_signed_cert(openssl, tmp_path_factory.mktemp("tls"), "ca")
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from ebpf_tracer.export.otlp_grpc import OtlpGrpcExporter
 from ebpf_tracer.export.otlp_http import OtlpHttpExporter
 from ebpf_tracer.export.retry import RetryPolicy
 from ebpf_tracer.model import Resource, Span, SpanKind, StatusCode
+from tests.certs import self_signed_cert
 from tests.otlp_receiver import OtlpReceiver
 from tests.proxy import LoopbackProxy
 
@@ -329,15 +329,7 @@ def self_signed(tmp_path_factory) -> tuple[str, str]:
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("openssl command not found: cannot make a test certificate")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", key, "-out", cert],
-        check=True, capture_output=True,
-    )
-    return cert, key
+    return self_signed_cert(openssl, tmp_path_factory.mktemp("tls"))
 
 
 @pytest.mark.parametrize("protocol", TRANSPORTS)
