@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import events
+from . import cpusched, events
 from .config import Config, Mode
 from .conn.manager import ConnManager, Emitted
 from .conn.sockets import SocketTable
@@ -142,6 +142,7 @@ class Agent:
         # connections are resolved before short-lived ones close.
         self._sockets.refresh()
         self.probes.open_ring_buffer(self._on_record)
+        cpusched.apply(self.cfg.cpu_sched)  # every thread started so far, and later ones
         if self.cfg.ready_file:
             Path(self.cfg.ready_file).write_text(f"{os.getpid()}\n")
         log.info("tracing (%s mode)", self.cfg.mode.value)

@@ -29,6 +29,11 @@ def _common(f: Callable) -> Callable:
                      help="Created once probes are attached; traffic from then on is seen."),
         click.option("--max-copy", default=2048, show_default=True, type=int,
                      help="Payload bytes copied per syscall (power of two, 256-16384)."),
+        click.option("--sched", "cpu_sched", type=click.Choice(["batch", "normal"]),
+                     default="batch", show_default=True, expose_value=False,
+                     callback=_remember_sched,
+                     help="The agent's CPU policy: batch never preempts the traced "
+                     "applications (docs/performance.md); normal is the kernel default."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logs."),
     ]
     f = _export_options(f)  # listed after these in --help
@@ -38,6 +43,12 @@ def _common(f: Callable) -> Callable:
 
 
 _EXPORT_FLAGS = "ebpf_tracer.export_flags"
+_SCHED = "ebpf_tracer.cpu_sched"
+
+
+def _remember_sched(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta[_SCHED] = value  # kept aside so every command need not take it
+    return value
 
 
 def _export_flag(ctx: click.Context, param: click.Parameter, value: object) -> object:
@@ -164,6 +175,9 @@ def _setup_logging(verbose: bool) -> None:
 def _config(mode: Mode, pids: list[int], exporter: str | None, output: str | None,
             ready_file: str | None, max_copy: int) -> Config:
     cfg = Config(mode=mode, pids=pids, ready_file=ready_file, max_copy=max_copy)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and _SCHED in ctx.meta:
+        cfg.cpu_sched = ctx.meta[_SCHED]
     _export_config(cfg, exporter, output)
     if cfg.exporter == "jsonl" and not cfg.output:
         raise TracerError("--exporter jsonl needs --output FILE (or --output - for stdout)")

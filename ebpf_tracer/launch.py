@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from . import cpusched
+
 # Runs in the child: wait for the agent, then become the command (same pid).
 _GATE = (
     "import os,sys\n"
@@ -35,6 +37,7 @@ class GatedProcess:
             )
         finally:
             os.close(r)
+        cpusched.restore(self.proc.pid)  # the command runs as if launched without us
         self._gate = w
         self.pid = self.proc.pid
 

@@ -183,13 +183,23 @@ def test_exec_curl_client_spans_and_exit_code(start_agent, receiver, python_serv
 
 
 def test_exec_passes_exit_code_and_output(otlp_env, tmp):
+    # The command also reports its CPU policy and the agent's (its parent's) threads':
+    # the agent runs SCHED_BATCH (3) so it never preempts what it traces; the command
+    # gets the policy the agent was started with (0, SCHED_OTHER), not the agent's.
+    script = ("echo out; echo err >&2; read x; echo $x; "
+              "grep -h '^policy' /proc/$$/sched /proc/$PPID/task/*/sched | sort | uniq -c; "
+              "exit 7")
     p = subprocess.run(
-        [str(TRACER), "exec", "--", "sh", "-c", "echo out; echo err >&2; read x; echo $x; exit 7"],
+        [str(TRACER), "exec", "--", "sh", "-c", script],
         env=otlp_env, input="typed\n", capture_output=True, text=True, timeout=120,
     )
     assert p.returncode == 7, p.stderr
-    assert p.stdout == "out\ntyped\n"
+    out = p.stdout.splitlines()
+    assert out[:2] == ["out", "typed"]
     assert "err" in p.stderr
+    counts = {line.split()[-1]: int(line.split()[0]) for line in out[2:]}
+    assert counts.get("0") == 1, p.stdout  # the command itself
+    assert counts.get("3", 0) >= 2, p.stdout  # the agent: poll loop and export thread
 
 
 def test_client_error_status_and_sigterm_flush(start_agent, receiver, python_server, procs,
