@@ -25,8 +25,75 @@ def http1_span(
 ) -> Span:
     """Build the span of one HTTP/1 exchange. An UNKNOWN role is treated as SERVER."""
     client = conn.role == Role.CLIENT
-    attrs: dict[str, AttrValue] = {}
+    headers = record.request_headers
+    host_header = headers.get("host")
+    # What the request alone decides (name, method, URL, origin) is the same for
+    # every repeat of a request: computed once per distinct request, then copied.
+    key = (record.method, record.target, host_header, client, conn.tls,
+           None if host_header else (conn.peer_addr, conn.peer_port) if client
+           else (conn.local_addr, conn.local_port))
+    part = _REQUEST_PART.get(key)
+    if part is None:
+        if len(_REQUEST_PART) >= _REQUEST_PART_MAX:
+            _REQUEST_PART.clear()
+        part = _REQUEST_PART[key] = _request_part(record, conn, client, host_header)
+    name, base = part
+    attrs: dict[str, AttrValue] = base.copy()
 
+    if not client:
+        if conn.peer_addr:
+            attrs["client.address"] = conn.peer_addr
+        if conn.peer_port is not None:
+            attrs["client.port"] = conn.peer_port
+    if conn.peer_addr:
+        attrs["network.peer.address"] = conn.peer_addr
+    if conn.peer_port is not None:
+        attrs["network.peer.port"] = conn.peer_port
+    attrs["network.protocol.version"] = record.request_version
+
+    status = record.status
+    if status is not None:
+        attrs["http.response.status_code"] = status
+    if record.request_body_size > 0 or "content-length" in headers:
+        attrs["http.request.body.size"] = record.request_body_size
+    if record.response_body_size > 0 or (
+        "content-length" in record.response_headers
+        and _response_has_body(record.method, status)
+    ):
+        attrs["http.response.body.size"] = record.response_body_size
+    ua = headers.get("user-agent")
+    if ua:
+        attrs["user_agent.original"] = ua
+    if record.partial:
+        attrs["ebpf_tracer.partial"] = record.partial
+
+    status_code = StatusCode.UNSET
+    if status is not None and status >= (400 if client else 500):
+        status_code = StatusCode.ERROR
+        attrs["error.type"] = str(status)
+
+    return Span(
+        name=name,
+        kind=SpanKind.CLIENT if client else SpanKind.SERVER,
+        start_time_ns=record.start_ns + clock_offset_ns,
+        end_time_ns=record.end_ns + clock_offset_ns,
+        resource=resource,
+        attributes=attrs,
+        status_code=status_code,
+    )
+
+
+# Request-derived span parts by (method, target, Host, client?, TLS?, fallback
+# origin): bounded, cleared when full; holds only strings already in spans.
+_REQUEST_PART: dict[tuple, tuple[str, dict[str, AttrValue]]] = {}
+_REQUEST_PART_MAX = 4096
+
+
+def _request_part(record: Http1Record, conn: ConnMeta, client: bool,
+                  host_header: str | None) -> tuple[str, dict[str, AttrValue]]:
+    """The span name and the attributes only the request (and its socket's
+    fallback origin) decides, in the order spans list them."""
+    attrs: dict[str, AttrValue] = {}
     method = record.method
     if method in KNOWN_METHODS:
         attrs["http.request.method"] = method
@@ -48,7 +115,6 @@ def http1_span(
         attrs["url.query"] = query
 
     # The origin: absolute-form target, else Host, else the socket's address.
-    host_header = record.request_headers.get("host")
     if uri_host is not None:
         host, port = uri_host, uri_port
     elif host_header:
@@ -67,50 +133,9 @@ def http1_span(
         attrs["server.address"] = host
     if port is not None:
         attrs["server.port"] = port
-
-    if client:
-        if host and path is not None:
-            attrs["url.full"] = _url_full(scheme, host, explicit_port, path, query)
-    else:
-        if conn.peer_addr:
-            attrs["client.address"] = conn.peer_addr
-        if conn.peer_port is not None:
-            attrs["client.port"] = conn.peer_port
-    if conn.peer_addr:
-        attrs["network.peer.address"] = conn.peer_addr
-    if conn.peer_port is not None:
-        attrs["network.peer.port"] = conn.peer_port
-    attrs["network.protocol.version"] = record.request_version
-
-    status = record.status
-    if status is not None:
-        attrs["http.response.status_code"] = status
-    if record.request_body_size > 0 or "content-length" in record.request_headers:
-        attrs["http.request.body.size"] = record.request_body_size
-    if record.response_body_size > 0 or (
-        "content-length" in record.response_headers and _response_has_body(method, status)
-    ):
-        attrs["http.response.body.size"] = record.response_body_size
-    ua = record.request_headers.get("user-agent")
-    if ua:
-        attrs["user_agent.original"] = ua
-    if record.partial:
-        attrs["ebpf_tracer.partial"] = record.partial
-
-    status_code = StatusCode.UNSET
-    if status is not None and status >= (400 if client else 500):
-        status_code = StatusCode.ERROR
-        attrs["error.type"] = str(status)
-
-    return Span(
-        name=name,
-        kind=SpanKind.CLIENT if client else SpanKind.SERVER,
-        start_time_ns=record.start_ns + clock_offset_ns,
-        end_time_ns=record.end_ns + clock_offset_ns,
-        resource=resource,
-        attributes=attrs,
-        status_code=status_code,
-    )
+    if client and host and path is not None:
+        attrs["url.full"] = _url_full(scheme, host, explicit_port, path, query)
+    return name, attrs
 
 
 def _split_target(target: str) -> tuple[str | None, str, str | None, int | None]:
