@@ -118,9 +118,23 @@ class ConnManager:
 
         Or, from the kernel's HTTP/2 frame walk, `segs`: (bytes not copied, bytes
         copied) pairs covering [pos, pos + length) in order, the rest a gap."""
-        out: Emitted = []
         key = (pid, fd)
         t = self._conns.get(key)
+        if (segs is None and t is not None and t.parser is not None
+                and t.meta.generation == generation and not self._pending):
+            # The common case, kept lean: a known connection's next syscall.
+            self._conns.move_to_end(key)
+            if flags & EVF_TLS:
+                t.meta.tls = True
+            recs = t.on_data(_DIRECTIONS[direction], pos, length, data, ts_ns, tail)
+            parser = t.parser
+            if parser.role is not t.meta.role or getattr(parser, "unparseable", None):
+                return self._after_feed(t, key, recs)
+            if not recs:
+                return recs
+            meta = t.meta
+            return [(meta, r) for r in recs]
+        out: Emitted = []
         if t is None or t.meta.generation != generation:
             if t is not None:
                 out += self._flush(self._conns.pop(key), ts_ns)
@@ -139,19 +153,24 @@ class ConnManager:
             recs = t.on_data(_DIRECTIONS[direction], pos, length, data, ts_ns, tail)
         else:
             recs = t.on_segments(_DIRECTIONS[direction], pos, length, segs, ts_ns)
-        if t.meta.role is Role.UNKNOWN and t.parser.role is not Role.UNKNOWN:
-            t.meta.role = t.parser.role
-        if getattr(t.parser, "unparseable", None):
+        out += self._after_feed(t, key, recs)
+        return self._take_pending(out)
+
+    def _after_feed(self, t: ConnTracker, key: tuple[int, int], recs: list) -> Emitted:
+        """Take the role the parser found; drop a connection it gave up on."""
+        parser = t.parser
+        if t.meta.role is Role.UNKNOWN and parser.role is not Role.UNKNOWN:
+            t.meta.role = parser.role
+        if getattr(parser, "unparseable", None):
             # Not the protocol we took it for: stop the kernel sending it.
-            log.debug("pid=%d fd=%d unparseable: %s", pid, fd, t.parser.unparseable)
+            log.debug("pid=%d fd=%d unparseable: %s", key[0], key[1], parser.unparseable)
             self.stats.unparseable += 1
             del self._conns[key]
             if self._on_parser_done:
-                self._on_parser_done(t.parser.stats)
+                self._on_parser_done(parser.stats)
             if self._on_unparseable:
-                self._on_unparseable(pid, fd)
-        out += [(t.meta, r) for r in recs]
-        return self._take_pending(out)
+                self._on_unparseable(*key)
+        return [(t.meta, r) for r in recs]
 
     @staticmethod
     def _choose_parser(role: Role, flags: int, first: bytes):  # noqa: ANN205
