@@ -25,9 +25,10 @@ from .export.batcher import BatchSpanProcessor
 from .export.config import BspConfig
 from .loader import LoaderConfig, Probes
 from .metrics import ParserTotals, snapshot
+from .protocols.http1 import Http1Record
 from .resources import ResourceCache
 from .selection import SelectionConfig, Selector, State
-from .spans import record_span
+from .spans import http1_span, record_span
 from .tls import TlsWatcher
 
 log = logging.getLogger(__name__)
@@ -248,16 +249,22 @@ class Agent:
             log.debug("record dropped", exc_info=True)
 
     def _emit(self, out: Emitted) -> None:
+        selector, resources, on_end = self.selector, self.resources, self.batcher.on_end
+        offset = self.clock_offset_ns
         for meta, rec in out:
-            if self.selector is not None and not self.selector.allows(meta):
+            if selector is not None and not selector.allows(meta):
                 continue
-            span = record_span(rec, meta, self.resources.get(meta.pid),
-                               clock_offset_ns=self.clock_offset_ns)
+            if type(rec) is Http1Record:
+                span = http1_span(rec, meta, resources.get(meta.pid), clock_offset_ns=offset)
+                unknown = rec.status is None or rec.partial or meta.peer_addr is None
+            else:
+                span = record_span(rec, meta, resources.get(meta.pid), clock_offset_ns=offset)
+                unknown = (rec.status is None or rec.partial or meta.peer_addr is None
+                           or getattr(rec, "unknown_fields", None))
             self.spans_produced += 1
-            if (rec.status is None or rec.partial or meta.peer_addr is None
-                    or getattr(rec, "unknown_fields", None)):
+            if unknown:
                 self._count_unknown(rec, meta)
-            self.batcher.on_end(span)
+            on_end(span)
 
     def _count_unknown(self, rec, meta) -> None:  # noqa: ANN001
         self.spans_unknown_status += rec.status is None
