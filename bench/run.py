@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/run.py [--only NAME ...] [--quick] [--reps N] [--duration S]
 
-NAMEs: micro, nginx_rates, nginx_saturation, flask, memory. Every comparison runs
+NAMEs: micro, nginx_rates, nginx_saturation, grpc, flask, memory. Every comparison runs
 interleaved (A, B, A, B ...) in one process on one machine; tables print medians and
 ratios; each benchmark writes bench/results/<name>.json with the machine description.
 Needs root (the agent loads eBPF), nginx, wrk; flask needs the `bench` extra.
@@ -181,6 +181,73 @@ def nginx_saturation(reps: int, duration: float, conns: int = 50) -> dict:
     return s
 
 
+# -- gRPC at fixed offered rates ---------------------------------------------------
+
+GRPC_APP = Path(__file__).resolve().parent.parent / "tests" / "e2e" / "grpc_app.py"
+
+
+def _grpc_load(port: int, rate: int, duration: float) -> dict:
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "grpc_load.py"),
+                          str(port), str(rate), str(duration)], capture_output=True,
+                         text=True, timeout=duration + 120, check=True).stdout
+    return json.loads(out)
+
+
+def grpc_rates(reps: int, duration: float, rates=(250, 500, 1000, 2000)) -> dict:
+    """A grpcio unary service (Python, 4 worker threads) under an open-loop grpcio
+    client (bench/grpc_load.py); the agent attaches to the server only."""
+    sink, sport = start_sink()
+    port = free_port()
+    server = Proc([sys.executable, str(GRPC_APP), "serve", str(port)])
+    runs: dict = {}
+    try:
+        wait_port(port)
+        _grpc_load(port, 200, 1)  # warm up
+        for rate in rates:
+            for _ in range(reps):
+                for mode in ("untraced", "traced"):
+                    def load(rate=rate):
+                        return _grpc_load(port, rate, duration)
+                    r = traced_run(server.pid, sport, load) if mode == "traced" else load()
+                    runs.setdefault(f"{rate}/{mode}", []).append(r)
+                    print(f"  {rate}/s {mode}: {r['rps']:.0f} calls/s p99 {r['p99_ms']:.2f} ms "
+                          + (f"spans {r['spans']}/{r['requests']} cpu {r['agent_cpu_s']:.2f}s"
+                             if mode == "traced" else ""), flush=True)
+    finally:
+        server.stop()
+        sink.stop()
+    rows, summary = [], {}
+    for rate in rates:
+        u, t = runs[f"{rate}/untraced"], runs[f"{rate}/traced"]
+        m = {
+            "offered": rate,
+            "achieved_untraced": median([r["rps"] for r in u]),
+            "achieved_traced": median([r["rps"] for r in t]),
+            "completeness": median([r["completeness"] for r in t]),
+            "agent_us_per_request": median([r["agent_cpu_ms_per_1k"] for r in t]),
+            "p50_ms_untraced": median([r["p50_ms"] for r in u]),
+            "p50_ms_traced": median([r["p50_ms"] for r in t]),
+            "p99_ms_untraced": median([r["p99_ms"] for r in u]),
+            "p99_ms_traced": median([r["p99_ms"] for r in t]),
+            "ringbuf_lost": _sum([r["ringbuf_lost"] for r in t]),
+        }
+        summary[str(rate)] = m
+        rows.append([rate, m["achieved_untraced"], m["achieved_traced"],
+                     f"{m['completeness'] * 100:.2f}%", m["agent_us_per_request"],
+                     m["p50_ms_untraced"], m["p50_ms_traced"], m["p99_ms_untraced"],
+                     m["p99_ms_traced"], m["ringbuf_lost"]])
+    table(f"gRPC unary at fixed offered rates (median of {reps}, {duration}s each, "
+          "interleaved)",
+          ["offered", "calls/s untr", "calls/s tr", "complete", "agent us/call",
+           "p50 untr ms", "p50 tr ms", "p99 untr ms", "p99 tr ms", "rb lost"], rows)
+    write_result("grpc", {"reps": reps, "duration_s": duration, "summary": summary,
+                          "runs": runs})
+    return summary
+
+
 # -- 3. Flask on gunicorn ----------------------------------------------------------------
 
 FLASK_APP = '''
@@ -333,7 +400,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short runs (2 reps, 3 s)")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--duration", type=float, default=None)
-    ap.add_argument("--idle-conns", type=int, default=2000)
+    ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--churn", type=int, default=20000)
     ap.add_argument("--ab-batch", action="store_true",
                     help="nginx_rates: also run the agent with poll batching off")
@@ -343,7 +410,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench: the agent loads eBPF programs: run as root", file=sys.stderr)
         return 1
-    names = a.only or ["micro", "nginx_rates", "nginx_saturation", "flask", "memory"]
+    names = a.only or ["micro", "nginx_rates", "nginx_saturation", "grpc", "flask", "memory"]
     for name in names:
         print(f"\n### {name}", flush=True)
         if name == "micro":
@@ -353,6 +420,8 @@ def main() -> int:
             nginx_rates(reps, dur, ab_batch=a.ab_batch)
         elif name == "nginx_saturation":
             nginx_saturation(reps, dur)
+        elif name == "grpc":
+            grpc_rates(reps, dur)
         elif name == "flask":
             if not (VENV / "gunicorn").exists() or not (VENV / "opentelemetry-instrument").exists():
                 print("flask: skipped: .venv/bin/pip install -e '.[bench]' first")
