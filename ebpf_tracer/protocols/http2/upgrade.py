@@ -10,6 +10,7 @@ it saw so an HTTP/1 parser can replay it when the upgrade is declined.
 from __future__ import annotations
 
 import base64
+import re
 
 from ...model import Direction
 from ..http1.head import Message, parse_head
@@ -138,11 +139,14 @@ def _asks_h2c(req: Message) -> bool:
     return any(t.strip().lower() == "h2c" for t in upgrade.split(","))
 
 
+_H2C_TOKEN = re.compile(rb"h2c", re.IGNORECASE)
+
+
 def looks_like_h2c_upgrade(data: bytes) -> bool:
     """Whether a request head (first bytes of a connection) asks for an h2c upgrade."""
     # Every new HTTP/1 connection comes through here: skip the head parse unless
     # the token can be there at all (header values are case-insensitive).
-    if b"h2c" not in data and b"h2c" not in data[:MAX_PRELUDE_BYTES].lower():
+    if _H2C_TOKEN.search(data, 0, MAX_PRELUDE_BYTES) is None:
         return False
     end, _ = _head_end(bytearray(data[:MAX_PRELUDE_BYTES]))
     head = data[:end] if end >= 0 else data[:MAX_PRELUDE_BYTES]
