@@ -1,8 +1,9 @@
 """The build child: compile, load and attach the eBPF programs with BCC, hand
 the fds to the agent, exit. The only module that imports bcc.
 
-The agent (`loader.py`) starts it as `python -m ebpf_tracer.bpf_build SOCK_FD
-AGENT_PID` with a JSON request on stdin, so libbcc and the LLVM/clang it links
+The agent (`loader.py`) starts it as a new interpreter running `main([SOCK_FD,
+AGENT_PID])` (`python -m ebpf_tracer.bpf_build SOCK_FD AGENT_PID` does the
+same) with a JSON request on stdin, so libbcc and the LLVM/clang it links
 (~100 MB of the agent's RSS when loaded in-process, which `malloc_trim` and
 MADV_PAGEOUT do not give back) live only for the few seconds of a compile.
 

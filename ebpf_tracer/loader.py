@@ -151,9 +151,15 @@ def _died(proc: subprocess.Popen, stderr: str) -> TracerError:
     tail = stderr.strip().splitlines()[-5:]
     said = (": " + " | ".join(tail)) if tail else ""
     return TracerError(
-        f"the eBPF build process ({sys.executable} -m ebpf_tracer.bpf_build) ended "
+        f"the eBPF build process ({sys.executable}, ebpf_tracer.bpf_build) ended "
         f"without loading the programs ({how}){said}. Retry; if it happens again, run "
         "`ebpf-tracer check` and see its output with -v")
+
+
+# The child runs this very package, wherever the agent imported it from (a
+# checkout, PYTHONPATH, an install), whatever the working directory holds.
+_CHILD_MAIN = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+               "from ebpf_tracer.bpf_build import main; main(sys.argv[1:])")
 
 
 def _build(request: dict) -> tuple[dict, list[int]]:
@@ -161,19 +167,14 @@ def _build(request: dict) -> tuple[dict, list[int]]:
     take its reply. The child's stderr (clang and verifier output) is shown as
     it was when the compile ran in-process: on failure always, else at -v."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    # The child imports this very package, wherever it was imported from.
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     with ours, tempfile.TemporaryFile() as out:
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ebpf_tracer.bpf_build", str(theirs.fileno()),
-                 str(os.getpid())],
+                [sys.executable, "-c", _CHILD_MAIN, str(theirs.fileno()), str(os.getpid())],
                 stdin=subprocess.PIPE, stdout=out, stderr=out, pass_fds=[theirs.fileno()],
                 # Its own process group: a terminal's Ctrl-C is the agent's to handle
                 # (the CLI remembers it and stops once loaded), not the compile's.
-                process_group=0, env=env)
+                process_group=0)
         except OSError as e:
             raise TracerError(f"cannot start the eBPF build process ({sys.executable}): "
                               f"{e}") from None
@@ -369,6 +370,8 @@ class Probes:
         fds, self._fds = getattr(self, "_uprobes", []) + self._fds, []
         self._uprobes = []
         self._tracepoints = []
+        for m in self._maps.values():  # a late call must not reach a reused fd number
+            m.fd = -1
         for fd in fds:
             try:
                 os.close(fd)
