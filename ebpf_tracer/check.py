@@ -132,7 +132,7 @@ def check_load() -> Check:
         p = Probes(LoaderConfig(ringbuf_pages=16, max_conns=1024))
     except TracerError as e:
         return Check("load eBPF programs", False, str(e), "fix the items above, then retry")
-    n = p.bpf.num_open_tracepoints()
+    n = p.num_tracepoints
     p.close()
     return Check("load eBPF programs", True, f"compiled and attached {n} tracepoints")
 

@@ -1,28 +1,48 @@
-"""Compile, attach and read the eBPF programs. The only module that imports bcc."""
+"""Compile, attach and read the eBPF programs.
+
+The compile runs in a short-lived child (`bpf_build.py`, the only importer of
+bcc): libbcc links LLVM/clang, which would stay mapped in the agent for its
+whole life (~100 MB of RSS). The child hands over the fds of the attached
+tracepoints, the maps and the uprobe programs over a unix socket and exits;
+from then on the agent uses raw bpf()/perf_event_open (`bpfsys.py`). This
+module is the only one that knows about the child.
+"""
 
 from __future__ import annotations
 
-import ctypes
+import errno
+import json
 import logging
 import os
 import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import events
+from .bpf_build import SCM_MAX_FD
+from .bpf_build import import_bcc as import_bcc  # tests compile their own programs
+from .bpfsys import BpfMap, attach_uprobe
+from .elf import ElfError, symbol_offsets
 from .errors import TracerError
 
 log = logging.getLogger(__name__)
 
 # OpenSSL functions whose plaintext we read, and each one's entry program.
 SSL_FUNCS = (
-    ("SSL_read", b"ssl_read_enter"),
-    ("SSL_write", b"ssl_write_enter"),
-    ("SSL_read_ex", b"ssl_read_ex_enter"),
-    ("SSL_write_ex", b"ssl_write_ex_enter"),
+    ("SSL_read", "ssl_read_enter"),
+    ("SSL_write", "ssl_write_enter"),
+    ("SSL_read_ex", "ssl_read_ex_enter"),
+    ("SSL_write_ex", "ssl_write_ex_enter"),
 )
+SSL_RET = "ssl_ret"  # one uretprobe program for all four
 
 # Index -> name, from events.h's CNT_* defines (one definition for both sides).
 COUNTER_NAMES = tuple(name for _, name in sorted(
@@ -52,26 +72,6 @@ def kernel_headers() -> Path | None:
     return None
 
 
-def import_bcc():  # noqa: ANN201 - bcc has no types
-    try:
-        import bcc  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise TracerError(
-            "BCC's Python module is not importable "
-            f"({e}); run `make setup` (installs python3-bpfcc and links it into .venv)"
-        ) from None
-    return bcc
-
-
-def _release_compiler_memory() -> None:
-    """Hand the heap clang/LLVM freed after the compile back to the system
-    (measured: ~35 MB of RSS); glibc keeps it otherwise."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
 def _check_max_copy(n: int) -> None:
     if n < 256 or n > 16384 or n & (n - 1):
         raise TracerError(f"--max-copy must be a power of two between 256 and 16384, got {n}")
@@ -86,12 +86,131 @@ def _main_source(path: Path) -> str:
     return re.sub(r'^#include "(\w+\.c)"\s*$', sub, path.read_text(), flags=re.M)
 
 
+def _cflags(cfg: LoaderConfig) -> list[str]:
+    return [
+        f"-I{events.BPF_DIR / 'include'}",
+        f"-DMAX_COPY={cfg.max_copy}",
+        f"-DTAIL_COPY={cfg.tail_copy}",
+        f"-DRINGBUF_PAGES={cfg.ringbuf_pages}",
+        f"-DMAX_CONNS={cfg.max_conns}",
+        # The agent's pid (not the build child's): the kernel skips its syscalls
+        # and marks its own connections (inet_sock_set_state).
+        f"-DAGENT_PID={cfg.agent_pid or os.getpid()}",
+        f"-DTRACE_ALL={1 if cfg.trace_all else 0}",
+        f"-DEXPECTED_HDR_SIZE={events.HDR.size}",
+        f"-DEXPECTED_OPEN_SIZE={events.OPEN_INFO.size}",
+        f"-DEXPECTED_SEG_SIZE={events.SEG.size}",
+        "-Wno-macro-redefined",
+    ]
+
+
+def _build_request(cfg: LoaderConfig) -> dict:
+    """What the build child compiles, loads and hands back (bpf_build.py)."""
+    return {
+        "text": _main_source(events.BPF_DIR / "tracer.c"),
+        "cflags": _cflags(cfg),
+        # The data path is one program every exit tracepoint tail-calls; the
+        # HTTP/2 frame walk of TLS plaintext is tail-called by the uprobe program.
+        "tail_calls": [["data_prog", i, name, "tracepoint"]
+                       for i, name in enumerate(("process_data", "gather", "h2_walk"))]
+                      + [["tls_prog", 0, "h2_walk_tls", "kprobe"]],
+        # Uprobe programs (kprobe-typed), attached here per library file.
+        "progs": [[name, "kprobe"] for _, name in SSL_FUNCS] + [[SSL_RET, "kprobe"]],
+        "layouts": ["conns"],
+    }
+
+
+def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One message and its fds (close-on-exec: exec'd commands must not inherit them)."""
+    fd_size = struct.calcsize("i")
+    msg, anc, flags, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(SCM_MAX_FD * fd_size),
+                                      socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            n = len(data) // fd_size
+            fds.extend(struct.unpack(f"{n}i", data[:n * fd_size]))
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for fd in fds:
+            os.close(fd)
+        raise TracerError("the eBPF build's reply was truncated; run with -v and report it")
+    return msg, fds
+
+
+def _died(proc: subprocess.Popen, stderr: str) -> TracerError:
+    rc = proc.returncode
+    if rc is not None and rc < 0:
+        try:
+            how = f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            how = f"killed by signal {-rc}"
+        if rc == -signal.SIGKILL:
+            how += " (out of memory? the compile needs ~150 MB for a few seconds)"
+    else:
+        how = f"exit status {rc}"
+    tail = stderr.strip().splitlines()[-5:]
+    said = (": " + " | ".join(tail)) if tail else ""
+    return TracerError(
+        f"the eBPF build process ({sys.executable}, ebpf_tracer.bpf_build) ended "
+        f"without loading the programs ({how}){said}. Retry; if it happens again, run "
+        "`ebpf-tracer check` and see its output with -v")
+
+
+# The child runs this very package, wherever the agent imported it from (a
+# checkout, PYTHONPATH, an install), whatever the working directory holds.
+_CHILD_MAIN = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+               "from ebpf_tracer.bpf_build import main; main(sys.argv[1:])")
+
+
+def _build(request: dict) -> tuple[dict, list[int]]:
+    """Run bpf_build in a child (never a fork of the agent: its threads) and
+    take its reply. The child's stderr (clang and verifier output) is shown as
+    it was when the compile ran in-process: on failure always, else at -v."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_MAIN, str(theirs.fileno()), str(os.getpid())],
+                stdin=subprocess.PIPE, stdout=out, stderr=out, pass_fds=[theirs.fileno()],
+                # Its own process group: a terminal's Ctrl-C is the agent's to handle
+                # (the CLI remembers it and stops once loaded), not the compile's.
+                process_group=0)
+        except OSError as e:
+            raise TracerError(f"cannot start the eBPF build process ({sys.executable}): "
+                              f"{e}") from None
+        finally:
+            theirs.close()
+        try:
+            try:
+                with proc.stdin:
+                    proc.stdin.write(json.dumps(request).encode())
+            except BrokenPipeError:
+                pass  # it died: the empty reply below says so
+            msg, fds = _recv_fds(ours)
+        except BaseException:  # e.g. KeyboardInterrupt where no handler is installed
+            proc.kill()
+            proc.wait()
+            raise
+        proc.wait()
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    if not msg:
+        raise _died(proc, text)
+    reply = json.loads(msg)
+    if "error" in reply:
+        if text:
+            sys.stderr.write(text if text.endswith("\n") else text + "\n")
+        raise TracerError(reply["error"])
+    for line in text.splitlines():
+        log.debug("bpf build: %s", line)
+    return reply, fds
+
+
 class Probes:
     """The loaded programs: traced-PID map, ring buffer, counters."""
 
     def __init__(self, cfg: LoaderConfig) -> None:
         _check_max_copy(cfg.max_copy)
-        bcc = import_bcc()
         self._batch_s = cfg.poll_batch_ms / 1000
         if kernel_headers() is None:
             raise TracerError(
@@ -99,47 +218,43 @@ class Probes:
                 "run `make setup` (installs linux-headers-amd64 and links them), "
                 "or mount the host's /lib/modules and /usr/src"
             )
-        src = _main_source(events.BPF_DIR / "tracer.c")
-        cflags = [
-            f"-I{events.BPF_DIR / 'include'}",
-            f"-DMAX_COPY={cfg.max_copy}",
-            f"-DTAIL_COPY={cfg.tail_copy}",
-            f"-DRINGBUF_PAGES={cfg.ringbuf_pages}",
-            f"-DMAX_CONNS={cfg.max_conns}",
-            f"-DAGENT_PID={cfg.agent_pid or os.getpid()}",
-            f"-DTRACE_ALL={1 if cfg.trace_all else 0}",
-            f"-DEXPECTED_HDR_SIZE={events.HDR.size}",
-            f"-DEXPECTED_OPEN_SIZE={events.OPEN_INFO.size}",
-            f"-DEXPECTED_SEG_SIZE={events.SEG.size}",
-            "-Wno-macro-redefined",
-        ]
         log.debug("compiling the eBPF programs (a few seconds)")
+        reply, fds = _build(_build_request(cfg))
+        self._fds = fds  # closed by close(): the tracepoints detach, the maps go
+        self._tracepoints: list[int] = []
+        self._maps: dict[str, BpfMap] = {}
+        self._progs: dict[str, int] = {}
         try:
-            self.bpf = bcc.BPF(text=src.encode(), cflags=cflags)
-        except Exception as e:  # bcc raises bare Exception on compile/load errors
-            raise TracerError(
-                f"could not load the eBPF programs: {e}. Run `ebpf-tracer check` to see what "
-                "this machine is missing"
-            ) from None
-        # The data path is one program every exit tracepoint tail-calls.
-        progs = self.bpf[b"data_prog"]
-        for i, name in enumerate((b"process_data", b"gather", b"h2_walk")):
-            fn = self.bpf.load_func(name, bcc.BPF.TRACEPOINT)
-            progs[ctypes.c_int(i)] = ctypes.c_int(fn.fd)
-        # The HTTP/2 frame walk of TLS plaintext, tail-called by the uprobe program.
-        fn = self.bpf.load_func(b"h2_walk_tls", bcc.BPF.KPROBE)
-        self.bpf[b"tls_prog"][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
-        self._traced = self.bpf[b"traced_pids"]
-        self._excluded = self.bpf[b"excluded_pids"]
-        self._counters = self.bpf[b"counters"]
-        self._conns = self.bpf[b"conns"]
+            for (kind, name), fd in zip(reply["fds"], fds, strict=True):
+                if kind == "tracepoint":
+                    self._tracepoints.append(fd)
+                elif kind == "map":
+                    self._maps[name] = BpfMap(fd)
+                elif kind == "prog":
+                    self._progs[name] = fd
+            conns = reply["layouts"]["conns"]
+            self._conn_key = {k: tuple(v) for k, v in conns["key"].items()}
+            self._conn_leaf = {k: tuple(v) for k, v in conns["leaf"].items()}
+            self._traced = self._maps["traced_pids"]
+            self._excluded = self._maps["excluded_pids"]
+            self._counters = self._maps["counters"]
+            self._conns = self._maps["conns"]
+            self._unmapped = self._maps["ssl_unmapped"]
+            self._events = self._maps["events"]
+        except (KeyError, ValueError, OSError) as e:
+            self.close()
+            raise TracerError(f"the eBPF build handed back an unexpected set of objects "
+                              f"({type(e).__name__}: {e}); is the build child from another "
+                              "version of ebpf-tracer?") from None
         self._cb: Callable[[memoryview], object] = lambda _v: None
         self._ring = None
-        self._ring_bytes = cfg.ringbuf_pages * os.sysconf("SC_PAGE_SIZE")
         self._ssl_attached: set[str] = set()
-        _release_compiler_memory()
-        n_tp = self.bpf.num_open_tracepoints()
-        log.debug("attached %d tracepoints (max_copy=%d)", n_tp, cfg.max_copy)
+        self._uprobes: list[int] = []
+        log.debug("attached %d tracepoints (max_copy=%d)", self.num_tracepoints, cfg.max_copy)
+
+    @property
+    def num_tracepoints(self) -> int:
+        return len(self._tracepoints)
 
     def attach_ssl(self, path: str) -> int:
         """Uprobes on one OpenSSL library file (every process mapping it; the
@@ -147,53 +262,73 @@ class Probes:
         if path in self._ssl_attached:
             return 0
         self._ssl_attached.add(path)
+        try:
+            offsets = symbol_offsets(path, (sym for sym, _ in SSL_FUNCS))
+        except (OSError, ElfError) as e:
+            log.debug("uprobes %s: %s", path, e)
+            return 0
         n = 0
         for sym, enter in SSL_FUNCS:
+            off = offsets.get(sym)
+            if off is None:  # e.g. SSL_read_ex absent (OpenSSL 1.1.0)
+                log.debug("uprobe %s:%s: no such function", path, sym)
+                continue
             try:
-                self.bpf.attach_uprobe(name=path, sym=sym, fn_name=enter, pid=-1)
-            except Exception as e:  # noqa: BLE001 - e.g. SSL_read_ex absent (OpenSSL 1.1.0)
+                fd = attach_uprobe(self._progs[enter], path, off)
+            except OSError as e:
+                if e.errno == errno.EINVAL and n == 0:
+                    log.warning(
+                        "TLS: the kernel refused a uprobe on %s:%s (%s). Another tracer "
+                        "probably holds one at the same place with a different reference "
+                        "counter (kernel log: 'ref_ctr_offset mismatch'): BCC 0.26's Python "
+                        "attach_uprobe sets a stray one, e.g. in an older ebpf-tracer",
+                        path, sym, e.strerror)
                 log.debug("uprobe %s:%s: %s", path, sym, e)
                 continue
             try:
-                self.bpf.attach_uretprobe(name=path, sym=sym, fn_name=b"ssl_ret", pid=-1)
-            except Exception as e:  # noqa: BLE001
+                rfd = attach_uprobe(self._progs[SSL_RET], path, off, retprobe=True)
+            except OSError as e:
                 log.debug("uretprobe %s:%s: %s", path, sym, e)
-                self.bpf.detach_uprobe(name=path, sym=sym, pid=-1)
+                os.close(fd)
                 continue
+            self._uprobes += (fd, rfd)
             n += 1
         log.debug("TLS: hooked %d functions in %s", n, path)
         return n
 
     def trace_pid(self, pid: int) -> None:
-        self._traced[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        self._traced.update(_U32.pack(pid), b"\x01")
 
     def exclude_pid(self, pid: int) -> None:
         """run mode: stop tracing a process until it execs another program."""
-        self._excluded[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        self._excluded.update(_U32.pack(pid), b"\x01")
 
     def untrace_pid(self, pid: int) -> None:
-        try:
-            del self._traced[ctypes.c_uint32(pid)]
-        except KeyError:
-            pass
+        self._traced.delete(_U32.pack(pid))
+
+    def traced_pids(self) -> set[int]:
+        """The kernel's traced set (tests: what the kernel added and removed)."""
+        return {_U32.unpack(k)[0] for k in self._traced.keys()}
 
     def ignore_conn(self, pid: int, fd: int) -> None:
         """Forget a connection the agent found is not a TCP socket."""
-        key = self._conns.Key(pid, fd)
-        try:
-            leaf = self._conns[key]
-        except KeyError:
+        key = bytearray(self._conns.key_size)
+        _put(key, self._conn_key["pid"], pid)
+        _put(key, self._conn_key["fd"], fd)
+        leaf = self._conns.lookup(bytes(key))
+        if leaf is None:
             return
-        leaf.proto = events.Proto.NONE
-        leaf.tls_proto = events.Proto.NONE
-        self._conns[key] = leaf
+        leaf = bytearray(leaf)
+        _put(leaf, self._conn_leaf["proto"], events.Proto.NONE)
+        _put(leaf, self._conn_leaf["tls_proto"], events.Proto.NONE)
+        self._conns.update(bytes(key), bytes(leaf))
 
     def open_ring_buffer(self, callback: Callable[[memoryview], None]) -> None:
         """Call `callback` with each record's bytes (valid only during the call)."""
         from .ringbuf import RingBuffer
 
         self._cb = callback
-        self._ring = RingBuffer(self.bpf[b"events"].map_fd, self._ring_bytes)
+        self._ring = RingBuffer(self._events.fd, self._events.max_entries)
 
     def poll(self, timeout_ms: int = 100) -> int:
         """Consume what the kernel submitted, waiting up to `timeout_ms` for the
@@ -210,27 +345,45 @@ class Probes:
     def take_ssl_unmapped(self) -> dict[int, int]:
         """Processes whose SSL calls had no socket to tie them to, since the
         last call (and clear): their TLS traffic is not visible."""
-        table = self.bpf[b"ssl_unmapped"]
-        out = {k.value: v.value for k, v in table.items()}
-        for pid in out:
-            try:
-                del table[ctypes.c_uint32(pid)]
-            except KeyError:
-                pass
+        table = self._unmapped
+        out = {}
+        for key in list(table.keys()):
+            value = table.lookup(key)
+            table.delete(key)
+            if value is not None:
+                out[_U32.unpack(key)[0]] = _U64.unpack(value)[0]
         return out
 
     def counters(self) -> dict[str, int]:
         out = {}
         for i, name in enumerate(COUNTER_NAMES):
-            vals = self._counters[ctypes.c_int(i)]
-            out[name] = int(sum(vals))
+            vals = self._counters.values(_U32.pack(i))
+            out[name] = sum(_U64.unpack(v)[0] for v in vals)
         return out
 
     def close(self) -> None:
         if self._ring is not None:
             self._ring.close()
             self._ring = None
-        try:
-            self.bpf.cleanup()
-        except Exception as e:  # detaching must not hide the real exit status
-            log.debug("cleanup: %s", e)
+        # Closing a perf event fd detaches its program; the maps and programs go
+        # with their last fd.
+        fds, self._fds = getattr(self, "_uprobes", []) + self._fds, []
+        self._uprobes = []
+        self._tracepoints = []
+        for m in self._maps.values():  # a late call must not reach a reused fd number
+            m.fd = -1
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError as e:  # detaching must not hide the real exit status
+                log.debug("close fd %d: %s", fd, e)
+
+
+_U32 = struct.Struct("=I")  # native order, as the kernel stores them
+_U64 = struct.Struct("=Q")
+
+
+def _put(buf: bytearray, field: tuple[int, int], value: int) -> None:
+    """Store an integer field at its compiler-given (offset, size)."""
+    off, size = field
+    buf[off:off + size] = value.to_bytes(size, sys.byteorder, signed=value < 0)

@@ -35,7 +35,7 @@ def probes():
 
 
 def traced(probes: Probes) -> set[int]:
-    return {k.value for k in probes._traced.keys()}
+    return probes.traced_pids()
 
 
 def test_threads_and_exited_children_leave_the_traced_set(probes: Probes) -> None:
