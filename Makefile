@@ -23,6 +23,7 @@ lint: setup
 	@$(PY) -m ruff check ebpf_tracer tests
 
 bench: setup
+	@$(PY) -m pip install -q -e '.[bench]'
 	@$(PY) bench/run.py
 
 clean:
