@@ -16,6 +16,10 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 ALL_STATES = 0xFFF
+# TIME_WAIT sockets have no inode (nothing to look up) and a busy host has tens of
+# thousands: parsing them cost the agent ~90 MB of RSS after a load test.
+TCP_TIME_WAIT = 6
+DUMP_STATES = ALL_STATES & ~(1 << TCP_TIME_WAIT)
 
 
 @dataclass(slots=True, frozen=True)
@@ -113,7 +117,7 @@ class SocketTable:
             with DiagSocket() as ds:
                 ds.bind()
                 for fam in (socket.AF_INET, socket.AF_INET6):
-                    for m in ds.get_sock_stats(family=fam, states=ALL_STATES):
+                    for m in ds.get_sock_stats(family=fam, states=DUMP_STATES):
                         inode = m.get("idiag_inode")
                         if inode:
                             table[inode] = SockAddrs(
