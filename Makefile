@@ -24,7 +24,7 @@ lint: setup
 
 bench: setup
 	@$(PY) -m pip install -q -e '.[bench]'
-	@$(PY) bench/run.py
+	@$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache
