@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/run.py [--only NAME ...] [--quick] [--reps N] [--duration S]
 
-NAMEs: micro, nginx_rates, nginx_saturation, grpc, flask, memory. Every comparison runs
+NAMEs: micro, replay, nginx_rates, nginx_saturation, grpc, flask, memory. Every comparison runs
 interleaved (A, B, A, B ...) in one process on one machine; tables print medians and
 ratios; each benchmark writes bench/results/<name>.json with the machine description.
 Needs root (the agent loads eBPF), nginx, wrk; flask needs the `bench` extra.
@@ -410,12 +410,16 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench: the agent loads eBPF programs: run as root", file=sys.stderr)
         return 1
-    names = a.only or ["micro", "nginx_rates", "nginx_saturation", "grpc", "flask", "memory"]
+    names = a.only or ["micro", "replay", "nginx_rates", "nginx_saturation", "grpc", "flask",
+                       "memory"]
     for name in names:
         print(f"\n### {name}", flush=True)
         if name == "micro":
             from bench import micro
             micro.main()
+        elif name == "replay":
+            from bench import replay
+            replay.main(["nginx", "grpc"])
         elif name == "nginx_rates":
             nginx_rates(reps, dur, ab_batch=a.ab_batch)
         elif name == "nginx_saturation":
