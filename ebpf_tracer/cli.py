@@ -29,6 +29,10 @@ def _common(f: Callable) -> Callable:
                      help="Created once probes are attached; traffic from then on is seen."),
         click.option("--max-copy", default=2048, show_default=True, type=int,
                      help="Payload bytes copied per syscall (power of two, 256-16384)."),
+        click.option("--ringbuf-mb", default=16, show_default=True, type=int,
+                     expose_value=False, callback=_remember_ringbuf,
+                     help="Ring buffer size in MiB (power of two, 1-1024): how long a "
+                     "burst the agent can fall behind before records are lost."),
         click.option("--sched", "cpu_sched", type=click.Choice(["batch", "normal"]),
                      default="batch", show_default=True, expose_value=False,
                      callback=_remember_sched,
@@ -46,8 +50,18 @@ _EXPORT_FLAGS = "ebpf_tracer.export_flags"
 _SCHED = "ebpf_tracer.cpu_sched"
 
 
+_RINGBUF = "ebpf_tracer.ringbuf_mb"
+
+
 def _remember_sched(ctx: click.Context, param: click.Parameter, value: str) -> str:
     ctx.meta[_SCHED] = value  # kept aside so every command need not take it
+    return value
+
+
+def _remember_ringbuf(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if not 1 <= value <= 1024 or value & (value - 1):
+        raise click.BadParameter(f"{value}: use a power of two between 1 and 1024 (MiB)")
+    ctx.meta[_RINGBUF] = value
     return value
 
 
@@ -178,6 +192,8 @@ def _config(mode: Mode, pids: list[int], exporter: str | None, output: str | Non
     ctx = click.get_current_context(silent=True)
     if ctx is not None and _SCHED in ctx.meta:
         cfg.cpu_sched = ctx.meta[_SCHED]
+    if ctx is not None and _RINGBUF in ctx.meta:
+        cfg.ringbuf_pages = ctx.meta[_RINGBUF] * (1 << 20) // os.sysconf("SC_PAGE_SIZE")
     _export_config(cfg, exporter, output)
     if cfg.exporter == "jsonl" and not cfg.output:
         raise TracerError("--exporter jsonl needs --output FILE (or --output - for stdout)")

@@ -54,6 +54,34 @@ def test_agent_never_maps_the_compiler_and_still_traces(start_agent, receiver, p
     assert rc == 0, err
 
 
+def _ringbuf_sizes(pid: int) -> list[int]:
+    """max_entries of every BPF ring buffer map (type 27) the process holds an fd of."""
+    sizes = []
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            fields = dict(line.split(":", 1) for line in info.read_text().splitlines()
+                          if ":" in line)
+        except OSError:
+            continue
+        if fields.get("map_type", "").strip() == "27":
+            sizes.append(int(fields["max_entries"]))
+    return sizes
+
+
+def test_ringbuf_size_flag_sizes_the_kernel_ring(start_agent, receiver, python_server):
+    srv, port = python_server
+    agent = start_agent("attach", "--pid", str(srv.pid), "--ringbuf-mb", "2")
+    # One map (Python's mmap keeps a dup of the fd for each of the ring's two mappings).
+    assert set(_ringbuf_sizes(agent.proc.pid)) == {2 << 20}
+    assert curl(f"http://127.0.0.1:{port}/hello.txt").stdout.strip() == "200"
+    assert len(of_pid(receiver, srv.pid, 1)) == 1
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    bad = subprocess.run([str(TRACER), "attach", "--pid", str(srv.pid), "--ringbuf-mb", "3"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "power of two between 1 and 1024" in bad.stderr
+
+
 def test_a_failed_build_says_why(capfd) -> None:
     """A build error (here: a ring buffer that is not a power-of-2 pages) comes
     back as the in-process compile said it: BCC's own lines, then ours."""
