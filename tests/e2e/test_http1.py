@@ -187,7 +187,8 @@ def test_exec_passes_exit_code_and_output(otlp_env, tmp):
     # the agent runs SCHED_BATCH (3) so it never preempts what it traces; the command
     # gets the policy the agent was started with (0, SCHED_OTHER), not the agent's.
     script = ("echo out; echo err >&2; read x; echo $x; "
-              "grep -h '^policy' /proc/$$/sched /proc/$PPID/task/*/sched | sort | uniq -c; "
+              "cat /proc/$$/stat /proc/$PPID/task/*/stat | sed 's/.*) //' "
+              "| awk '{print \"policy\", $39}' | sort | uniq -c; "
               "exit 7")
     p = subprocess.run(
         [str(TRACER), "exec", "--", "sh", "-c", script],
