@@ -39,16 +39,7 @@ def http1_span(
         part = _REQUEST_PART[key] = _request_part(record, conn, client, host_header)
     name, base = part
     attrs: dict[str, AttrValue] = base.copy()
-
-    if not client:
-        if conn.peer_addr:
-            attrs["client.address"] = conn.peer_addr
-        if conn.peer_port is not None:
-            attrs["client.port"] = conn.peer_port
-    if conn.peer_addr:
-        attrs["network.peer.address"] = conn.peer_addr
-    if conn.peer_port is not None:
-        attrs["network.peer.port"] = conn.peer_port
+    _peer_attrs(attrs, conn, client)
     attrs["network.protocol.version"] = record.request_version
 
     status = record.status
@@ -81,6 +72,19 @@ def http1_span(
         attributes=attrs,
         status_code=status_code,
     )
+
+
+def _peer_attrs(attrs: dict[str, AttrValue], conn: ConnMeta, client: bool) -> None:
+    """The socket's peer: the client of a server span, and the network peer of any."""
+    if not client:
+        if conn.peer_addr:
+            attrs["client.address"] = conn.peer_addr
+        if conn.peer_port is not None:
+            attrs["client.port"] = conn.peer_port
+    if conn.peer_addr:
+        attrs["network.peer.address"] = conn.peer_addr
+    if conn.peer_port is not None:
+        attrs["network.peer.port"] = conn.peer_port
 
 
 # Request-derived span parts by (method, target, Host, client?, TLS?, fallback
@@ -234,15 +238,7 @@ def http2_span(
             attrs["server.port"] = port
     else:
         name, status_code = _h2_http_attrs(record, attrs, conn, client, host, port, explicit_port)
-    if not client:
-        if conn.peer_addr:
-            attrs["client.address"] = conn.peer_addr
-        if conn.peer_port is not None:
-            attrs["client.port"] = conn.peer_port
-    if conn.peer_addr:
-        attrs["network.peer.address"] = conn.peer_addr
-    if conn.peer_port is not None:
-        attrs["network.peer.port"] = conn.peer_port
+    _peer_attrs(attrs, conn, client)
     attrs["network.protocol.version"] = "2"
     if record.partial:
         attrs["ebpf_tracer.partial"] = record.partial
