@@ -28,7 +28,7 @@ from .metrics import ParserTotals, snapshot
 from .protocols.http1 import Http1Record
 from .resources import ResourceCache
 from .selection import SelectionConfig, Selector, State
-from .spans import http1_span, record_span
+from .spans import record_span
 from .tls import TlsWatcher
 
 log = logging.getLogger(__name__)
@@ -254,15 +254,11 @@ class Agent:
         for meta, rec in out:
             if selector is not None and not selector.allows(meta):
                 continue
-            if type(rec) is Http1Record:
-                span = http1_span(rec, meta, resources.get(meta.pid), clock_offset_ns=offset)
-                unknown = rec.status is None or rec.partial or meta.peer_addr is None
-            else:
-                span = record_span(rec, meta, resources.get(meta.pid), clock_offset_ns=offset)
-                unknown = (rec.status is None or rec.partial or meta.peer_addr is None
-                           or getattr(rec, "unknown_fields", None))
+            span = record_span(rec, meta, resources.get(meta.pid), clock_offset_ns=offset)
             self.spans_produced += 1
-            if unknown:
+            # (An HTTP/2 connection may hand back Http1Records, which have no unknown_fields.)
+            if (rec.status is None or rec.partial or meta.peer_addr is None
+                    or (type(rec) is not Http1Record and rec.unknown_fields)):
                 self._count_unknown(rec, meta)
             on_end(span)
 
