@@ -30,12 +30,12 @@ def _common(f: Callable) -> Callable:
         click.option("--max-copy", default=2048, show_default=True, type=int,
                      help="Payload bytes copied per syscall (power of two, 256-16384)."),
         click.option("--ringbuf-mb", default=16, show_default=True, type=int,
-                     expose_value=False, callback=_remember_ringbuf,
+                     expose_value=False, callback=_agent_option,
                      help="Ring buffer size in MiB (power of two, 1-1024): how long a "
                      "burst the agent can fall behind before records are lost."),
         click.option("--sched", "cpu_sched", type=click.Choice(["batch", "normal"]),
                      default="batch", show_default=True, expose_value=False,
-                     callback=_remember_sched,
+                     callback=_agent_option,
                      help="The agent's CPU policy: batch never preempts the traced "
                      "applications (docs/performance.md); normal is the kernel default."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logs."),
@@ -47,21 +47,15 @@ def _common(f: Callable) -> Callable:
 
 
 _EXPORT_FLAGS = "ebpf_tracer.export_flags"
-_SCHED = "ebpf_tracer.cpu_sched"
+_AGENT_OPTS = "ebpf_tracer.agent_options"
 
 
-_RINGBUF = "ebpf_tracer.ringbuf_mb"
-
-
-def _remember_sched(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    ctx.meta[_SCHED] = value  # kept aside so every command need not take it
-    return value
-
-
-def _remember_ringbuf(ctx: click.Context, param: click.Parameter, value: int) -> int:
-    if not 1 <= value <= 1024 or value & (value - 1):
+def _agent_option(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    """Agent settings every command shares, collected aside (expose_value=False)
+    so the commands need no extra parameters; _config applies them."""
+    if param.name == "ringbuf_mb" and (not 1 <= value <= 1024 or value & (value - 1)):
         raise click.BadParameter(f"{value}: use a power of two between 1 and 1024 (MiB)")
-    ctx.meta[_RINGBUF] = value
+    ctx.meta.setdefault(_AGENT_OPTS, {})[param.name] = value
     return value
 
 
@@ -190,10 +184,11 @@ def _config(mode: Mode, pids: list[int], exporter: str | None, output: str | Non
             ready_file: str | None, max_copy: int) -> Config:
     cfg = Config(mode=mode, pids=pids, ready_file=ready_file, max_copy=max_copy)
     ctx = click.get_current_context(silent=True)
-    if ctx is not None and _SCHED in ctx.meta:
-        cfg.cpu_sched = ctx.meta[_SCHED]
-    if ctx is not None and _RINGBUF in ctx.meta:
-        cfg.ringbuf_pages = ctx.meta[_RINGBUF] * (1 << 20) // os.sysconf("SC_PAGE_SIZE")
+    opts = ctx.meta.get(_AGENT_OPTS, {}) if ctx is not None else {}
+    if "cpu_sched" in opts:
+        cfg.cpu_sched = opts["cpu_sched"]
+    if "ringbuf_mb" in opts:
+        cfg.ringbuf_pages = opts["ringbuf_mb"] * (1 << 20) // os.sysconf("SC_PAGE_SIZE")
     _export_config(cfg, exporter, output)
     if cfg.exporter == "jsonl" and not cfg.output:
         raise TracerError("--exporter jsonl needs --output FILE (or --output - for stdout)")
