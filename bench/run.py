@@ -74,6 +74,30 @@ def traced_run(target_pid: int, sink: int, load, extra: list[str] = (),  # noqa:
     return res
 
 
+def _rate_figures(rate: int, u: list[dict], t: list[dict]) -> dict:
+    """Medians of one offered rate's untraced (u) and traced (t) runs."""
+    return {
+        "offered": rate,
+        "achieved_untraced": median([r["rps"] for r in u]),
+        "achieved_traced": median([r["rps"] for r in t]),
+        "completeness": median([r["completeness"] for r in t]),
+        "agent_us_per_request": median([r["agent_cpu_ms_per_1k"] for r in t]),
+        "p50_ms_untraced": median([r["p50_ms"] for r in u]),
+        "p50_ms_traced": median([r["p50_ms"] for r in t]),
+        "p99_ms_untraced": median([r["p99_ms"] for r in u]),
+        "p99_ms_traced": median([r["p99_ms"] for r in t]),
+        "ringbuf_lost": _sum([r["ringbuf_lost"] for r in t]),
+    }
+
+
+def _rate_row(m: dict) -> list:
+    """A fixed-rate table's row: offered, achieved, complete, agent, p50s, p99s, lost."""
+    return [m["offered"], m["achieved_untraced"], m["achieved_traced"],
+            f"{m['completeness'] * 100:.2f}%", m["agent_us_per_request"],
+            m["p50_ms_untraced"], m["p50_ms_traced"], m["p99_ms_untraced"],
+            m["p99_ms_traced"], m["ringbuf_lost"]]
+
+
 # -- 1. nginx at fixed offered rates ------------------------------------------------
 
 def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
@@ -107,21 +131,10 @@ def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
     rows, summary = [], {}
     for rate in rates:
         u, t = runs[f"{rate}/untraced"], runs[f"{rate}/traced"]
-        m = {
-            "offered": rate,
-            "achieved_untraced": median([r["rps"] for r in u]),
-            "achieved_traced": median([r["rps"] for r in t]),
-            "completeness": median([r["completeness"] for r in t]),
-            "completeness_min": min(r["completeness"] for r in t),
-            "agent_cpu_s_per_1k": median([r["agent_cpu_ms_per_1k"] / 1000 for r in t]),
-            "agent_us_per_request": median([r["agent_cpu_ms_per_1k"] for r in t]),
-            "p50_ms_untraced": median([r["p50_ms"] for r in u]),
-            "p50_ms_traced": median([r["p50_ms"] for r in t]),
-            "p99_ms_untraced": median([r["p99_ms"] for r in u]),
-            "p99_ms_traced": median([r["p99_ms"] for r in t]),
-            "ringbuf_lost": _sum([r["ringbuf_lost"] for r in t]),
-            "conn_gaps": _sum([r["conn_gaps"] for r in t]),
-        }
+        m = _rate_figures(rate, u, t)
+        m["completeness_min"] = min(r["completeness"] for r in t)
+        m["agent_cpu_s_per_1k"] = median([r["agent_cpu_ms_per_1k"] / 1000 for r in t])
+        m["conn_gaps"] = _sum([r["conn_gaps"] for r in t])
         m["p99_added_us"] = (m["p99_ms_traced"] - m["p99_ms_untraced"]) * 1000
         if ab_batch:
             nb = runs[f"{rate}/traced-nobatch"]
@@ -132,10 +145,7 @@ def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
                   f"us/req, p99 {m['nobatch_p99_ms']} ms, "
                   f"complete {m['nobatch_completeness'] * 100:.2f}%")
         summary[str(rate)] = m
-        rows.append([rate, m["achieved_untraced"], m["achieved_traced"],
-                     f"{m['completeness'] * 100:.2f}%", m["agent_us_per_request"],
-                     m["p50_ms_untraced"], m["p50_ms_traced"], m["p99_ms_untraced"],
-                     m["p99_ms_traced"], m["ringbuf_lost"], m["conn_gaps"]])
+        rows.append(_rate_row(m) + [m["conn_gaps"]])
     table(f"nginx at fixed offered rates (median of {reps}, {duration}s each, interleaved)",
           ["offered", "rps untr", "rps traced", "complete", "agent us/req", "p50 untr ms",
            "p50 tr ms", "p99 untr ms", "p99 tr ms", "rb lost", "gaps"], rows)
@@ -221,24 +231,9 @@ def grpc_rates(reps: int, duration: float, rates=(250, 500, 1000, 2000)) -> dict
         sink.stop()
     rows, summary = [], {}
     for rate in rates:
-        u, t = runs[f"{rate}/untraced"], runs[f"{rate}/traced"]
-        m = {
-            "offered": rate,
-            "achieved_untraced": median([r["rps"] for r in u]),
-            "achieved_traced": median([r["rps"] for r in t]),
-            "completeness": median([r["completeness"] for r in t]),
-            "agent_us_per_request": median([r["agent_cpu_ms_per_1k"] for r in t]),
-            "p50_ms_untraced": median([r["p50_ms"] for r in u]),
-            "p50_ms_traced": median([r["p50_ms"] for r in t]),
-            "p99_ms_untraced": median([r["p99_ms"] for r in u]),
-            "p99_ms_traced": median([r["p99_ms"] for r in t]),
-            "ringbuf_lost": _sum([r["ringbuf_lost"] for r in t]),
-        }
+        m = _rate_figures(rate, runs[f"{rate}/untraced"], runs[f"{rate}/traced"])
         summary[str(rate)] = m
-        rows.append([rate, m["achieved_untraced"], m["achieved_traced"],
-                     f"{m['completeness'] * 100:.2f}%", m["agent_us_per_request"],
-                     m["p50_ms_untraced"], m["p50_ms_traced"], m["p99_ms_untraced"],
-                     m["p99_ms_traced"], m["ringbuf_lost"]])
+        rows.append(_rate_row(m))
     table(f"gRPC unary at fixed offered rates (median of {reps}, {duration}s each, "
           "interleaved)",
           ["offered", "calls/s untr", "calls/s tr", "complete", "agent us/call",
