@@ -31,6 +31,20 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _build_child(pid: int) -> int:
+    """The build child of process `pid`, once it has started (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for k in _children(pid):
+            try:
+                if b"ebpf_tracer.bpf_build" in Path(f"/proc/{k}/cmdline").read_bytes():
+                    return k
+            except OSError:  # gone already
+                pass
+        time.sleep(0.01)
+    raise AssertionError("no build child seen")
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -102,14 +116,7 @@ def test_a_killed_build_child_is_reported() -> None:
 
     t = threading.Thread(target=load)
     t.start()
-    deadline = time.monotonic() + 20
-    kids: list[int] = []
-    while not kids and time.monotonic() < deadline:
-        kids = [k for k in _children(os.getpid())
-                if b"ebpf_tracer.bpf_build" in Path(f"/proc/{k}/cmdline").read_bytes()]
-        time.sleep(0.01)
-    assert kids, "no build child seen"
-    os.kill(kids[0], signal.SIGKILL)
+    os.kill(_build_child(os.getpid()), signal.SIGKILL)
     t.join(60)
     assert not t.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], TracerError), errors
@@ -124,31 +131,21 @@ def test_ctrl_c_during_the_build_exits_cleanly(tmp: Path, python_server) -> None
     with open(err, "w") as f:
         p = subprocess.Popen([str(TRACER), "attach", "--pid", str(srv.pid)],
                              stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
-    deadline = time.monotonic() + 20
-    kids: list[int] = []
-    while not kids and time.monotonic() < deadline:
-        kids = _children(p.pid)
-        time.sleep(0.01)
-    assert kids, "no build child seen"
+    kid = _build_child(p.pid)
     os.killpg(p.pid, signal.SIGINT)
     assert p.wait(90) == 0, err.read_text()
     assert "Traceback" not in err.read_text()
-    assert not Path(f"/proc/{kids[0]}").exists()
+    assert not Path(f"/proc/{kid}").exists()
 
 
 def test_the_build_child_dies_with_the_agent(python_server) -> None:
     srv, _ = python_server
     p = subprocess.Popen([str(TRACER), "attach", "--pid", str(srv.pid)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    kids: list[int] = []
-    while not kids and time.monotonic() < deadline:
-        kids = _children(p.pid)
-        time.sleep(0.01)
-    assert kids, "no build child seen"
+    kid = _build_child(p.pid)
     p.kill()  # before or after its prctl(PR_SET_PDEATHSIG): it ends either way
     p.wait()
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{kids[0]}").exists() and time.monotonic() < deadline:
+    while Path(f"/proc/{kid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not Path(f"/proc/{kids[0]}").exists()
+    assert not Path(f"/proc/{kid}").exists()
