@@ -188,9 +188,9 @@ class Agent:
             self.probes.ignore_conn(pid, fd)
             self.probes.exclude_pid(pid)
 
-    def _not_socket(self, pid: int, fd: int) -> None:
+    def _not_socket(self, pid: int, fd: int, generation: int) -> None:
         if self.probes:
-            self.probes.ignore_conn(pid, fd)
+            self.probes.ignore_conn(pid, fd, generation)
 
     # -- the hot path ----------------------------------------------------------
 

@@ -310,13 +310,17 @@ class Probes:
         """The kernel's traced set (tests: what the kernel added and removed)."""
         return {_U32.unpack(k)[0] for k in self._traced.keys()}
 
-    def ignore_conn(self, pid: int, fd: int) -> None:
-        """Forget a connection the agent found is not a TCP socket."""
+    def ignore_conn(self, pid: int, fd: int, generation: int) -> None:
+        """Stop sending a connection the agent found is not a TCP socket or not
+        HTTP. Only that generation: the agent decides behind the kernel, and by
+        then the fd may name the next connection, which must stay traced."""
         key = bytearray(self._conns.key_size)
         _put(key, self._conn_key["pid"], pid)
         _put(key, self._conn_key["fd"], fd)
         leaf = self._conns.lookup(bytes(key))
         if leaf is None:
+            return
+        if _get(leaf, self._conn_leaf["generation"]) != generation:
             return
         leaf = bytearray(leaf)
         _put(leaf, self._conn_leaf["proto"], events.Proto.NONE)
@@ -381,6 +385,12 @@ class Probes:
 
 _U32 = struct.Struct("=I")  # native order, as the kernel stores them
 _U64 = struct.Struct("=Q")
+
+
+def _get(buf: bytes, field: tuple[int, int]) -> int:
+    """Read an unsigned integer field at its compiler-given (offset, size)."""
+    off, size = field
+    return int.from_bytes(buf[off:off + size], sys.byteorder)
 
 
 def _put(buf: bytearray, field: tuple[int, int], value: int) -> None:

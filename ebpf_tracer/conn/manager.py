@@ -44,8 +44,8 @@ class ConnManager:
         max_conns: int = 65536,
         idle_timeout_ns: int = 300 * 10**9,
         sockets: SocketTable | None = None,
-        on_not_socket: Callable[[int, int], None] | None = None,
-        on_unparseable: Callable[[int, int], None] | None = None,
+        on_not_socket: Callable[[int, int, int], None] | None = None,
+        on_unparseable: Callable[[int, int, int], None] | None = None,
         on_parser_done: Callable[[object], None] | None = None,
     ) -> None:
         self._conns: OrderedDict[tuple[int, int], ConnTracker] = OrderedDict()
@@ -169,7 +169,7 @@ class ConnManager:
             if self._on_parser_done:
                 self._on_parser_done(parser.stats)
             if self._on_unparseable:
-                self._on_unparseable(*key)
+                self._on_unparseable(key[0], key[1], t.meta.generation)
         return [(t.meta, r) for r in recs]
 
     @staticmethod
@@ -276,5 +276,5 @@ class ConnManager:
         self.stats.not_sockets += 1
         self._conns.pop((m.pid, m.fd), None)
         if self._on_not_socket:
-            self._on_not_socket(m.pid, m.fd)
+            self._on_not_socket(m.pid, m.fd, m.generation)
         return False

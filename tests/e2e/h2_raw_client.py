@@ -19,7 +19,7 @@ import h2.connection
 import h2.events
 
 
-def _get(s: socket.socket, c: h2.connection.H2Connection, port: int, path: str,
+def request(s: socket.socket, c: h2.connection.H2Connection, port: int, path: str,
          chunk: int) -> None:
     c.send_headers(c.get_next_available_stream_id(),
                    [(":method", "GET"), (":path", path), (":scheme", "http"),
@@ -57,11 +57,11 @@ def main(port: int, mode: str, n: int = 0) -> None:
     s.sendall(c.data_to_send())
     if mode == "split":
         for path in ("/small.txt", "/big.bin?a=1", "/small.txt?b=2"):
-            _get(s, c, port, path, 5)
+            request(s, c, port, path, 5)
     else:
-        _get(s, c, port, "/small.txt", 65536)
+        request(s, c, port, "/small.txt", 65536)
         s.sendall(b"".join(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00%08d" % k for k in range(n)))
-        _get(s, c, port, "/small.txt?after=flood", 65536)
+        request(s, c, port, "/small.txt?after=flood", 65536)
     s.close()
     print("done", flush=True)
     time.sleep(float(os.environ.get("LINGER", "0")))

@@ -233,6 +233,53 @@ def test_garbage_after_the_preface_does_not_stop_tracing(start_agent, receiver, 
     assert rc == 0 and "Traceback" not in err, err
 
 
+
+def test_a_late_verdict_on_a_closed_connection_spares_the_next_one_on_its_fd(
+        start_agent, receiver, procs, tmp):
+    """The agent gives up on a garbage connection after the kernel has moved on:
+    the server already accepted the next connection on the same fd number. The
+    verdict (stop sending this connection) must not silence that next one."""
+    import signal
+    import socket
+
+    import h2.config
+    import h2.connection
+
+    from tests.e2e.h2_raw_client import request
+
+    www = tmp / "www"
+    www.mkdir()
+    (www / "ok.txt").write_text("ok\n")
+    port = free_port()
+    server = subprocess.Popen([need("nghttpd"), "--no-tls", "-d", str(www), "-a", "127.0.0.1",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(server)
+    wait_port(port)
+    agent = start_agent("attach", "--pid", str(server.pid))
+    agent.proc.send_signal(signal.SIGSTOP)  # the agent lags: records wait in the ring
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 4000)
+            s.settimeout(5)
+            while s.recv(65536):  # nghttpd answers GOAWAY and closes: its fd is free
+                pass
+        s = socket.create_connection(("127.0.0.1", port))  # gets that fd in nghttpd
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        s.sendall(c.data_to_send())
+        request(s, c, port, "/ok.txt?n=1", 65536)
+    finally:
+        agent.proc.send_signal(signal.SIGCONT)
+    # The first span comes after the garbage connection's records: the verdict is in.
+    receiver.wait_for(lambda x: x.attributes.get("url.query") == "n=1", timeout=20)
+    request(s, c, port, "/ok.txt?n=2", 65536)
+    spans = receiver.wait_for(lambda x: x.attributes.get("url.query") == "n=2", timeout=20)
+    s.close()
+    assert A(spans[0])["http.response.status_code"] == 200
+    rc, _, err = agent.stop()
+    assert rc == 0 and "Traceback" not in err, err
+
+
 # -- the kernel's frame walk: new connections are exact whatever the syscall sizes --
 
 RAW = Path(__file__).with_name("h2_raw_client.py")

@@ -106,7 +106,7 @@ def test_fd_reuse_starts_a_new_tls_connection() -> None:
 
 
 def test_existing_tls_connection_joined_mid_stream() -> None:
-    m = ConnManager(on_not_socket=lambda pid, fd: None)
+    m = ConnManager(on_not_socket=lambda pid, fd, gen: None)
     out = data(m, OUT, 5000, REQ, fd=9, gen=5, flags=EVF_TLS | EVF_EXISTING)
     out += data(m, IN, 7000, RESP, fd=9, gen=5, flags=EVF_TLS | EVF_EXISTING)
     assert [r.status for _, r in out] == [200]
