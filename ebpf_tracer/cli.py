@@ -176,7 +176,7 @@ def _setup_logging(verbose: bool) -> None:
     )
     # Our own info lines (e.g. "tracing ...") are useful without -v.
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("pyroute2", "asyncio", "grpc"):
+    for noisy in ("asyncio", "grpc"):  # pyroute2: conn/sockets.py
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

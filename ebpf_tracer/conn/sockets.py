@@ -112,6 +112,9 @@ class SocketTable:
             from pyroute2 import DiagSocket
         except ImportError:  # pragma: no cover - dependency of the package
             return
+        # pyroute2 sets its logger to level 0 on import, so every parsed socket
+        # made debug records (a fifth of a dump's time) and flooded -v output.
+        logging.getLogger("pyroute2").setLevel(logging.WARNING)
         table: dict[int, SockAddrs] = {}
         try:
             with DiagSocket() as ds:

@@ -68,6 +68,10 @@ class AgentProc:
 
     def __init__(self, args: list[str], env: dict[str, str], tmp: Path,
                  stdout: int | None = subprocess.PIPE) -> None:
+        # Debug logs (periodic and final stats) cost little and are what a
+        # failure report needs: pytest_runtest_makereport attaches them.
+        if "-v" not in args:
+            args = [*args[:1], "-v", *args[1:]]
         self.ready = tmp / f"ready-{time.monotonic_ns()}"
         # stderr goes to a file: a pipe nobody reads until stop() would block
         # a verbose agent once 64 KiB of logs pile up.
@@ -119,9 +123,30 @@ def otlp_env(receiver: OtlpReceiver) -> dict[str, str]:
     return env
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """A failed e2e test reports what its agents logged: stopped first, so the
+    report has their final stats (connections joined, peers unknown, drops)."""
+    report = yield
+    agents: list[AgentProc] = getattr(item, "_agents", [])
+    if report.when == "call" and report.failed:
+        for i, a in enumerate(agents):
+            if a.proc.poll() is None:
+                a.proc.send_signal(signal.SIGTERM)
+                try:
+                    a.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    pass
+            lines = a.stderr().splitlines()
+            report.sections.append((f"agent {i} stderr (last 60 lines)", "\n".join(lines[-60:])))
+    return report
+
+
 @pytest.fixture
-def start_agent(otlp_env: dict[str, str], tmp_path: Path) -> Iterator:
+def start_agent(otlp_env: dict[str, str], tmp_path: Path,
+                request: pytest.FixtureRequest) -> Iterator:
     agents: list[AgentProc] = []
+    request.node._agents = agents
 
     def _start(*args: str, env: dict[str, str] | None = None) -> AgentProc:
         a = AgentProc(list(args), env or otlp_env, tmp_path)
