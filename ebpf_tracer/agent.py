@@ -182,10 +182,10 @@ class Agent:
             self.resources.get(pid)  # read /proc now, while the process lives
             self.tls.scan(pid)  # hook its libssl; say whether its TLS is visible
 
-    def _exclude(self, pid: int, fd: int) -> None:
+    def _exclude(self, pid: int, fd: int, generation: int) -> None:
         """Selection said no: the kernel stops tracing the process (until exec)."""
         if self.probes:
-            self.probes.ignore_conn(pid, fd)
+            self.probes.ignore_conn(pid, fd, generation)
             self.probes.exclude_pid(pid)
 
     def _not_socket(self, pid: int, fd: int, generation: int) -> None:
@@ -201,7 +201,7 @@ class Agent:
              copied, tail, _) = _HDR.unpack_from(buf, 0)
             if etype == _DATA:
                 if self.selector is not None and self.selector.state(pid) is State.NO:
-                    self._exclude(pid, fd)  # e.g. a connection older than us
+                    self._exclude(pid, fd, gen)  # e.g. a connection older than us
                     return
                 end = _HDR_SIZE + copied
                 if flags & _SEGMENTS:  # an HTTP/2 frame walk: segments, gaps between
@@ -221,7 +221,7 @@ class Agent:
                 info = events.decode_open(buf)
                 comm = info.comm.split(b"\0", 1)[0].decode("utf-8", "replace")
                 if self.selector is not None and self.selector.state(pid, comm) is State.NO:
-                    self._exclude(pid, fd)
+                    self._exclude(pid, fd, gen)
                     return
                 self.resources.get(pid, comm)  # read /proc while the process lives
                 out = self.conns.on_open(pid, fd, gen, role, ts, info)

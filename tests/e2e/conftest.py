@@ -3,7 +3,9 @@ clients on 127.0.0.1, and a real OTLP receiver."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -159,6 +161,14 @@ def start_agent(otlp_env: dict[str, str], tmp_path: Path,
         if a.proc.poll() is None:
             a.proc.kill()
             a.proc.wait()
+    # A record the agent could not handle is an exception it swallowed (a bug),
+    # whatever the test itself checked.
+    for a in agents:
+        final = re.findall(r"final stats (\{.*\})", a.stderr())
+        if final:
+            errors = ast.literal_eval(final[-1]).get("decode_errors")
+            assert errors == 0, f"the agent dropped {errors} records on exceptions:\n" + \
+                "\n".join(a.stderr().splitlines()[-40:])
 
 
 @pytest.fixture
