@@ -103,12 +103,9 @@ struct conn_state {
     struct open_info info;
 };
 
-/* What an entry tracepoint leaves for its exit. */
-#define K_PLAIN 1  /* read/write/recvfrom/sendto: buf */
-#define K_IOV 2    /* readv/writev: iov, iovcnt */
-#define K_MSG 3    /* recvmsg/sendmsg: msghdr */
-#define K_MMSG 4   /* recvmmsg/sendmmsg: mmsghdr vector */
-#define K_SENDFILE 5
+/* What an entry tracepoint leaves for its exit (kinds K_* in events.h). The
+ * agent writes these too, for syscalls already in flight when it attached
+ * (ebpf_tracer/inflight.py); it takes the layout from the compiler. */
 struct args_t {
     __u8 kind;
     __u8 direction;
@@ -119,7 +116,7 @@ struct args_t {
     __s64 ret;  /* set by the exit tracepoint before the tail call */
 };
 
-struct accept_args {
+struct accept_args { /* also written by the agent (inflight.py) */
     __s32 fd;
     __u32 _pad;
     __u64 addr;

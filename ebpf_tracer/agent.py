@@ -137,6 +137,9 @@ class Agent:
             self.add_pids(self.cfg.pids)
         else:
             self.tls.scan_all(exclude=os.getpid())  # libssl in containers; say who is visible
+            adopted = sum(self.probes.adopt_inflight(int(p)) for p in os.listdir("/proc")
+                          if p.isdigit() and int(p) != os.getpid())
+            log.debug("%d syscalls in flight adopted", adopted)
         if self._pod_store is not None:
             self._start_pod_watcher()  # async: spans carry pod attributes once known
         # Warm the address resolver (imports pyroute2, first dump) so the first
@@ -179,6 +182,7 @@ class Agent:
         assert self.probes is not None
         for pid in descendants(pids):
             self.probes.trace_pid(pid)
+            self.probes.adopt_inflight(pid)  # e.g. an idle server blocked in accept()
             self.resources.get(pid)  # read /proc now, while the process lives
             self.tls.scan(pid)  # hook its libssl; say whether its TLS is visible
 

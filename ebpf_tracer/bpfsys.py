@@ -24,6 +24,7 @@ BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_ANY = 0
+BPF_NOEXIST = 1  # update only if the key is absent
 
 # Map types whose values are one slot per possible CPU.
 PERCPU_TYPES = {5, 6, 10}  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH

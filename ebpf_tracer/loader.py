@@ -29,9 +29,10 @@ from pathlib import Path
 from . import events
 from .bpf_build import SCM_MAX_FD
 from .bpf_build import import_bcc as import_bcc  # tests compile their own programs
-from .bpfsys import BpfMap, attach_uprobe
+from .bpfsys import BPF_NOEXIST, BpfMap, attach_uprobe
 from .elf import ElfError, symbol_offsets
 from .errors import TracerError
+from .inflight import ACCEPT, CONNECT, blocked_threads
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def _build_request(cfg: LoaderConfig) -> dict:
                       + [["tls_prog", 0, "h2_walk_tls", "kprobe"]],
         # Uprobe programs (kprobe-typed), attached here per library file.
         "progs": [[name, "kprobe"] for _, name in SSL_FUNCS] + [[SSL_RET, "kprobe"]],
-        "layouts": ["conns"],
+        "layouts": ["conns", "active_args", "active_accept"],
     }
 
 
@@ -235,6 +236,13 @@ class Probes:
             conns = reply["layouts"]["conns"]
             self._conn_key = {k: tuple(v) for k, v in conns["key"].items()}
             self._conn_leaf = {k: tuple(v) for k, v in conns["leaf"].items()}
+            self._args_leaf = {k: tuple(v) for k, v in
+                               reply["layouts"]["active_args"]["leaf"].items()}
+            self._accept_leaf = {k: tuple(v) for k, v in
+                                 reply["layouts"]["active_accept"]["leaf"].items()}
+            self._inflight = {ACCEPT: self._maps["active_accept"],
+                              CONNECT: self._maps["active_connect"],
+                              "data": self._maps["active_args"]}
             self._traced = self._maps["traced_pids"]
             self._excluded = self._maps["excluded_pids"]
             self._counters = self._maps["counters"]
@@ -298,6 +306,32 @@ class Probes:
 
     def trace_pid(self, pid: int) -> None:
         self._traced.update(_U32.pack(pid), b"\x01")
+
+    def adopt_inflight(self, pid: int) -> int:
+        """Hand the kernel side the syscalls `pid`'s threads are already blocked
+        in (inflight.py), as if it had seen them enter; returns how many. Never
+        overwrites: a thread that has since entered a syscall the probes saw
+        already has the right entry, and a stale one is replaced at the next entry."""
+        n = 0
+        for b in blocked_threads(pid):
+            m = self._inflight[b.what]
+            leaf = bytearray(m.value_size)
+            if b.what == "data":
+                lay = self._args_leaf
+                _put(leaf, lay["kind"], b.kind)
+                _put(leaf, lay["direction"], b.direction)
+                _put(leaf, lay["ptr"], b.ptr)
+                _put(leaf, lay["cnt"], b.cnt)
+            else:
+                lay = self._accept_leaf
+                _put(leaf, lay["addr"], b.ptr)
+            _put(leaf, lay["fd"], b.fd)
+            try:
+                m.update(_U64.pack(pid << 32 | b.tid), bytes(leaf), BPF_NOEXIST)
+                n += 1
+            except OSError:  # EEXIST: it entered a traced syscall meanwhile
+                pass
+        return n
 
     def exclude_pid(self, pid: int) -> None:
         """run mode: stop tracing a process until it execs another program."""

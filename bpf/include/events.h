@@ -18,6 +18,13 @@
 #define DIR_INGRESS 0 /* read by the process */
 #define DIR_EGRESS 1  /* written by the process */
 
+/* Kinds of syscall entry the exit tracepoint finds stashed (args_t.kind). */
+#define K_PLAIN 1  /* read/write/recvfrom/sendto: buf */
+#define K_IOV 2    /* readv/writev: iov, iovcnt */
+#define K_MSG 3    /* recvmsg/sendmsg: msghdr */
+#define K_MMSG 4   /* recvmmsg/sendmmsg: mmsghdr vector */
+#define K_SENDFILE 5
+
 /* Roles (ebpf_tracer.model.Role). */
 #define ROLE_UNKNOWN 0
 #define ROLE_CLIENT 1

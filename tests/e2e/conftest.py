@@ -65,6 +65,13 @@ def need(binary: str) -> str:
     return path
 
 
+def final_stats(stderr: str) -> dict:
+    """The agent's counters, from its `-v` log's last "final stats" line."""
+    m = re.findall(r"final stats (\{.*\})", stderr)
+    assert m, f"no final stats in the agent's log:\n{stderr[-2000:]}"
+    return ast.literal_eval(m[-1])
+
+
 class AgentProc:
     """The tracer as a user runs it: the installed CLI in a subprocess."""
 
@@ -164,11 +171,10 @@ def start_agent(otlp_env: dict[str, str], tmp_path: Path,
     # A record the agent could not handle is an exception it swallowed (a bug),
     # whatever the test itself checked.
     for a in agents:
-        final = re.findall(r"final stats (\{.*\})", a.stderr())
-        if final:
-            errors = ast.literal_eval(final[-1]).get("decode_errors")
+        if "final stats" in (err := a.stderr()):
+            errors = final_stats(err).get("decode_errors")
             assert errors == 0, f"the agent dropped {errors} records on exceptions:\n" + \
-                "\n".join(a.stderr().splitlines()[-40:])
+                "\n".join(err.splitlines()[-40:])
 
 
 @pytest.fixture

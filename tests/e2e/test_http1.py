@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import TRACER, curl, need
+from tests.e2e.conftest import TRACER, curl, final_stats, need
 
 SERVER, CLIENT = 2, 3
 
@@ -247,6 +247,62 @@ def test_connection_opened_before_the_tracer(start_agent, receiver, nginx_server
     agent.stop()
     assert [A(s)["url.path"] for s in spans] == ["/created", "/index.html"]
     assert A(spans[0])["server.port"] == port
+
+
+BLOCKING_SERVER = r"""
+import socket, sys, threading
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 0))
+srv.listen()
+print(srv.getsockname()[1], flush=True)
+def serve(c):
+    while True:
+        req = c.recv(65536)  # blocked here between requests
+        if not req:
+            return c.close()
+        body = req.split(b" ", 2)[1]
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+while True:
+    c, _ = srv.accept()  # a thread-per-connection server idles in accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def test_syscalls_blocked_when_the_tracer_attaches_are_followed(start_agent, receiver, procs):
+    """An idle server is inside accept() (its next connection) and recv() (a kept-alive
+    one) when we attach: neither entry was seen, yet both requests are traced, and
+    the accepted connection is known from its accept (its peer from the syscall)."""
+    import http.client
+
+    srv = subprocess.Popen([sys.executable, "-c", BLOCKING_SERVER], stdout=subprocess.PIPE,
+                           text=True)
+    procs.append(srv)
+    port = int(srv.stdout.readline())
+    kept = http.client.HTTPConnection("127.0.0.1", port)
+    kept.request("GET", "/before")
+    assert kept.getresponse().read() == b"/before"  # before tracing: not seen
+    time.sleep(0.2)  # both threads back in their syscalls
+    agent = start_agent("attach", "--pid", str(srv.pid))
+    kept.request("GET", "/kept")
+    assert kept.getresponse().read() == b"/kept"
+    kept_port = kept.sock.getsockname()[1]
+    new = http.client.HTTPConnection("127.0.0.1", port)
+    new.request("GET", "/new")
+    assert new.getresponse().read() == b"/new"
+    new_port = new.sock.getsockname()[1]
+    spans = settle(receiver, srv.pid, 2)
+    new.close()
+    kept.close()
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    by_path = {A(s)["url.path"]: s for s in spans}
+    assert sorted(by_path) == ["/kept", "/new"], [s.name for s in spans]
+    assert A(by_path["/new"])["client.port"] == new_port
+    assert A(by_path["/kept"])["client.port"] == kept_port  # resolved from the socket
+    assert A(by_path["/new"])["http.response.status_code"] == 200
+    stats = final_stats(err)
+    assert stats["conn_joined_existing"] == 1, stats  # only the kept-alive one
 
 
 def test_wrk_completeness(start_agent, receiver, nginx_server, tmp):

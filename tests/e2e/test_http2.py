@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import TRACER, free_port, need, wait_port
+from tests.e2e.conftest import TRACER, final_stats, free_port, need, wait_port
 from tests.e2e.test_http1 import A, of_pid, settle
 
 SERVER, CLIENT = 2, 3
@@ -285,15 +285,6 @@ def test_a_late_verdict_on_a_closed_connection_spares_the_next_one_on_its_fd(
 RAW = Path(__file__).with_name("h2_raw_client.py")
 BIG_CALLS = (["helloworld.Greeter/SayHello"] * 10 + ["helloworld.Greeter/Chat"]
              + ["helloworld.Greeter/SayHello"] * 3)
-
-
-def final_stats(err: str) -> dict:
-    """The agent's counters, from its last `-v` log line."""
-    import ast
-
-    m = re.search(r"final stats (\{.*\})", err)
-    assert m, err[-2000:]
-    return ast.literal_eval(m.group(1))
 
 
 def assert_big_calls_exact(spans: list, kind: int) -> None:

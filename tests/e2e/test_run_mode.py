@@ -7,16 +7,14 @@ sees their processes too: every assertion filters by the pids we started.
 
 from __future__ import annotations
 
-import ast
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import curl, free_port, wait_port
+from tests.e2e.conftest import curl, final_stats, free_port, wait_port
 from tests.e2e.test_http1 import of_pid, settle
 
 SERVER, CLIENT = 2, 3
@@ -73,12 +71,6 @@ def settled_rss(pid: int, quiet_s: float = 1.5) -> int:
         elif time.monotonic() - stable_since >= quiet_s:
             break
     return rss_kib(pid)
-
-
-def final_stats(stderr: str) -> dict:
-    m = re.search(r"final stats (\{.*\})", stderr)
-    assert m, f"no final stats in the agent's log:\n{stderr[-2000:]}"
-    return ast.literal_eval(m.group(1))
 
 
 def churn(port: int, n_true: int, n_clients: int, parallel: int = 4) -> list[int]:
