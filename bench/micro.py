@@ -6,7 +6,9 @@
 Records are packed with events.HDR exactly as the kernel writes them (an nginx-like
 keep-alive exchange: one read of the request, one write of head+body), then fed to
 Agent._on_record (decode -> conn manager -> tracker -> HTTP/1 parser -> stitch ->
-span -> batcher). Also: the OTLP encoder per span (batches of 512) and the HTTP/2
+span -> batcher); and the same exchange as the kernel sends it when it frames it
+itself (the request, then an EVT_H1_RESP summary instead of the response).
+Also: the OTLP encoder per span (batches of 512) and the HTTP/2
 parser (bench/http2_parser.py does it in detail).
 """
 
@@ -39,22 +41,33 @@ class _NullExporter:
         pass
 
 
-def records(n: int, conns: int = 8) -> list[memoryview]:
+def records(n: int, conns: int = 8, kernel_framed: bool = False) -> list[memoryview]:
+    """Both records of each exchange; `kernel_framed`: as the kernel sends a simple
+    exchange it frames itself (the request with EVF_H1_REQ, an EVT_H1_RESP)."""
     out = []
     pos = {c: [0, 0] for c in range(conns)}
+    req_flags = events.EVF_H1_REQ if kernel_framed else 0
+    head_len = RESP.index(b"\r\n\r\n") + 4
     for i in range(n):
         c = i % conns
         p = pos[c]
-        out.append(memoryview(events.HDR.pack(1, 0, 2, 0, 100, 100, 5 + c, 1, 1000 + i * 10,
-                                              p[0], len(REQ), len(REQ), 0, 0) + REQ))
+        out.append(memoryview(events.HDR.pack(1, 0, 2, req_flags, 100, 100, 5 + c, 1,
+                                              1000 + i * 10, p[0], len(REQ), len(REQ), 0, 0)
+                              + REQ))
         p[0] += len(REQ)
-        out.append(memoryview(events.HDR.pack(1, 1, 2, 0, 100, 100, 5 + c, 1, 1005 + i * 10,
-                                              p[1], len(RESP), len(RESP), 0, 0) + RESP))
+        if kernel_framed:
+            out.append(memoryview(
+                events.HDR.pack(events.EventType.H1_RESP, 1, 2, 0, 100, 100, 5 + c, 1,
+                                1005 + i * 10, p[1], len(RESP), 0, 0, 0)
+                + events.H1_RESP.pack(1003 + i * 10, len(RESP) - head_len, head_len, 200, 1, 0)))
+        else:
+            out.append(memoryview(events.HDR.pack(1, 1, 2, 0, 100, 100, 5 + c, 1, 1005 + i * 10,
+                                                  p[1], len(RESP), len(RESP), 0, 0) + RESP))
         p[1] += len(RESP)
     return out
 
 
-def pipeline(n: int, rounds: int = 5) -> tuple[float, list]:
+def pipeline(n: int, rounds: int = 5, kernel_framed: bool = False) -> tuple[float, list]:
     per = []
     spans: list = []
     for _ in range(rounds):
@@ -62,7 +75,7 @@ def pipeline(n: int, rounds: int = 5) -> tuple[float, list]:
         spans = []
         a.batcher.on_end = spans.append
         a.resources.get(100)
-        recs = records(n)
+        recs = records(n, kernel_framed=kernel_framed)
         t = time.perf_counter()
         for m in recs:
             a._on_record(m)
@@ -83,11 +96,14 @@ def encode(spans: list, rounds: int = 5) -> float:
 
 def main(n: int = 20000) -> dict:
     pipe_us, spans = pipeline(n)
+    framed_us, _ = pipeline(n, kernel_framed=True)
     enc_us = encode(spans)
     rows = [["http1 record->span (us/request)", pipe_us],
+            ["http1 kernel-framed record->span (us/request)", framed_us],
             ["otlp encode (us/span, batch 512)", enc_us],
-            ["sum (us/request)", pipe_us + enc_us]]
+            ["sum, kernel-framed (us/request)", framed_us + enc_us]]
     result = {"requests": n, "http1_pipeline_us_per_request": pipe_us,
+              "http1_kernel_framed_us_per_request": framed_us,
               "otlp_encode_us_per_span": enc_us}
     try:
         from bench import http2_parser as h2

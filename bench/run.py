@@ -100,8 +100,15 @@ def _rate_row(m: dict) -> list:
 
 # -- 1. nginx at fixed offered rates ------------------------------------------------
 
+# Extra arms of the nginx rate table: the agent with one optimisation off.
+AB_ARMS = {
+    "nobatch": {"EBPF_TRACER_POLL_BATCH_MS": "0"},  # a wakeup per record
+    "parser": {"EBPF_TRACER_KERNEL_HTTP1": "0"},  # no HTTP/1 framing in the kernel
+}
+
+
 def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
-                ab_batch: bool = False) -> dict:
+                ab: tuple[str, ...] = ()) -> dict:
     nginx, port = start_nginx()
     sink, sport = start_sink()
     url = f"http://127.0.0.1:{port}/c"
@@ -113,11 +120,11 @@ def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
             delay = 2
             conns = max(1, rate * delay // 1000)
             for _ in range(reps):
-                modes = ("untraced", "traced") + (("traced-nobatch",) if ab_batch else ())
+                modes = ("untraced", "traced") + tuple(f"traced-{arm}" for arm in ab)
                 for mode in modes:
                     def load(conns=conns, delay=delay):
                         return wrk(url, duration, conns, delay_ms=delay)
-                    env = {"EBPF_TRACER_POLL_BATCH_MS": "0"} if mode == "traced-nobatch" else None
+                    env = AB_ARMS.get(mode.removeprefix("traced-"))
                     r = traced_run(nginx.pid, sport, load, env=env) if mode != "untraced" \
                         else load()
                     runs.setdefault(f"{rate}/{mode}", []).append(r)
@@ -136,14 +143,14 @@ def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
         m["agent_cpu_s_per_1k"] = median([r["agent_cpu_ms_per_1k"] / 1000 for r in t])
         m["conn_gaps"] = _sum([r["conn_gaps"] for r in t])
         m["p99_added_us"] = (m["p99_ms_traced"] - m["p99_ms_untraced"]) * 1000
-        if ab_batch:
-            nb = runs[f"{rate}/traced-nobatch"]
-            m["nobatch_agent_us_per_request"] = median([r["agent_cpu_ms_per_1k"] for r in nb])
-            m["nobatch_p99_ms"] = median([r["p99_ms"] for r in nb])
-            m["nobatch_completeness"] = median([r["completeness"] for r in nb])
-            print(f"  {rate}/s poll batching off: agent {m['nobatch_agent_us_per_request']:.1f} "
-                  f"us/req, p99 {m['nobatch_p99_ms']} ms, "
-                  f"complete {m['nobatch_completeness'] * 100:.2f}%")
+        for arm in ab:
+            nb = runs[f"{rate}/traced-{arm}"]
+            m[f"{arm}_agent_us_per_request"] = median([r["agent_cpu_ms_per_1k"] for r in nb])
+            m[f"{arm}_p99_ms"] = median([r["p99_ms"] for r in nb])
+            m[f"{arm}_completeness"] = median([r["completeness"] for r in nb])
+            print(f"  {rate}/s {arm}: agent {m[f'{arm}_agent_us_per_request']:.1f} "
+                  f"us/req, p99 {m[f'{arm}_p99_ms']} ms, "
+                  f"complete {m[f'{arm}_completeness'] * 100:.2f}%")
         summary[str(rate)] = m
         rows.append(_rate_row(m) + [m["conn_gaps"]])
     table(f"nginx at fixed offered rates (median of {reps}, {duration}s each, interleaved)",
@@ -397,8 +404,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--churn", type=int, default=20000)
-    ap.add_argument("--ab-batch", action="store_true",
-                    help="nginx_rates: also run the agent with poll batching off")
+    ap.add_argument("--ab", nargs="*", default=[], choices=sorted(AB_ARMS),
+                    help="nginx_rates: also run the agent with these optimisations off")
     a = ap.parse_args()
     reps = a.reps or (2 if a.quick else 5)
     dur = a.duration or (3 if a.quick else 10)
@@ -416,7 +423,7 @@ def main() -> int:
             from bench import replay
             replay.main(["nginx", "grpc"])
         elif name == "nginx_rates":
-            nginx_rates(reps, dur, ab_batch=a.ab_batch)
+            nginx_rates(reps, dur, ab=tuple(a.ab))
         elif name == "nginx_saturation":
             nginx_saturation(reps, dur)
         elif name == "grpc":

@@ -15,7 +15,8 @@
  *   MAX_CONNS        tracked connections (LRU)
  *   AGENT_PID        the agent's tgid: never traced
  *   TRACE_ALL        1: every process but the agent; 0: the traced_pids map
- *   EXPECTED_HDR_SIZE, EXPECTED_OPEN_SIZE, EXPECTED_SEG_SIZE   the Python mirror's sizes
+ *   KERNEL_HTTP1     1: frame simple HTTP/1 exchanges here (h1_request, h1_response)
+ *   EXPECTED_*_SIZE  the Python mirror's struct sizes
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
@@ -24,6 +25,7 @@
 _Static_assert(sizeof(struct event_hdr) == EXPECTED_HDR_SIZE, "event_hdr differs from events.py");
 _Static_assert(sizeof(struct open_info) == EXPECTED_OPEN_SIZE, "open_info differs from events.py");
 _Static_assert(sizeof(struct seg_hdr) == EXPECTED_SEG_SIZE, "seg_hdr differs from events.py");
+_Static_assert(sizeof(struct h1_resp_info) == EXPECTED_H1_RESP_SIZE, "h1_resp_info differs from events.py");
 
 #define GATHER_PER_CALL 4 /* iovecs walked per run of the gather program */
 #define UNKNOWN_TRIES 4 /* data syscalls a new connection gets to look like HTTP */
@@ -84,6 +86,28 @@ struct h2_dir {
     __u8 hbuf[8];
 }; /* 24 bytes */
 
+/* HTTP/1 exchanges framed in the kernel (events.h, h1_resp_info). */
+#define H1F_OFF 0  /* a record per syscall: the agent's parser frames */
+#define H1F_IDLE 1 /* between exchanges: a simple request may come */
+#define H1F_REQ 2  /* a GET/HEAD head went out (EVF_H1_REQ); its response not begun */
+#define H1F_RESP 3 /* the response head is framed: `remaining` body bytes to count */
+#define H1_SCAN 2048 /* longest request, and response head, framed here */
+struct h1_fast {
+    __u8 state;
+    __u8 head_req; /* the pending request is HEAD: no response body */
+    __u8 minor;
+    __u8 _pad;
+    __u16 status;
+    __u16 _pad2;
+    __u32 head_len;
+    __u32 _pad3;
+    __u64 remaining;
+    __u64 body;
+    __u64 start_ts;
+    __u64 last_ts;
+    __u64 pos; /* egress position of the response's first byte */
+}; /* 56 bytes */
+
 struct conn_state {
     __u64 generation;
     __u64 pos[2];
@@ -97,6 +121,7 @@ struct conn_state {
     __u8 _pad;
     __u64 tls_pos[2]; /* plaintext byte positions (tls.c) */
     struct h2_dir h2[2]; /* per direction; the plaintext's when EVF_TLS */
+    struct h1_fast h1;
     /* From accept/connect. Sent (EVT_OPEN) only once the connection's first
      * bytes say HTTP: database, DNS and other connections never reach the
      * agent at all. */
@@ -155,7 +180,7 @@ struct ssl_args {
 };
 BPF_HASH(active_ssl, __u64, struct ssl_args, 16384);
 
-BPF_PROG_ARRAY(data_prog, 3);
+BPF_PROG_ARRAY(data_prog, 5);
 /* Counters the agent reads: 0 ringbuf drops, 1 data events, 2 conns opened,
  * 3 bytes not copied (beyond MAX_COPY, or after a frame walk gave up),
  * 4 inference misses, 5 HTTP/2 payload bytes the frame walk skipped on
@@ -370,6 +395,7 @@ static __always_inline void open_conn(void *ctx, __u64 id, __s32 fd, __u8 role, 
     st.role = role;
     st.proto = PROTO_UNKNOWN;
     st.open_pending = 1;
+    st.h1.state = KERNEL_HTTP1 && role == ROLE_SERVER ? H1F_IDLE : H1F_OFF;
     st.info.listen_fd = listen_fd;
     bpf_get_current_comm(st.info.comm, sizeof(st.info.comm));
     if (uaddr) {
@@ -423,6 +449,36 @@ static __always_inline void send_open(__u64 id, __s32 fd, struct conn_state *st)
     ev->hdr.generation = st->generation;
     __builtin_memcpy(&ev->info, &st->info, sizeof(ev->info));
     events.ringbuf_submit(ev, 0);
+}
+
+/* An HTTP/1 response framed here is over (or given up: `partial`): one
+ * record instead of its bytes. */
+struct h1_resp_event {
+    struct event_hdr hdr;
+    struct h1_resp_info info;
+};
+
+static __always_inline void h1_emit(__u64 id, __s32 fd, struct conn_state *st, __u8 partial) {
+    struct h1_resp_event *ev = events.ringbuf_reserve(sizeof(struct h1_resp_event));
+    if (!ev) {
+        count(CNT_RINGBUF_LOST, 1);
+        return;
+    }
+    fill_hdr(&ev->hdr, EVT_H1_RESP, id, fd);
+    ev->hdr.direction = DIR_EGRESS;
+    ev->hdr.role = st->role;
+    ev->hdr.generation = st->generation;
+    ev->hdr.ts_ns = st->h1.last_ts;
+    ev->hdr.pos = st->h1.pos;
+    ev->hdr.len = (__u32)(st->pos[DIR_EGRESS] - st->h1.pos);
+    ev->info.start_ns = st->h1.start_ts;
+    ev->info.body = st->h1.body - st->h1.remaining;
+    ev->info.head_len = st->h1.head_len;
+    ev->info.status = st->h1.status;
+    ev->info.minor = st->h1.minor;
+    ev->info.partial = partial;
+    events.ringbuf_submit(ev, 0);
+    count(CNT_H1_EXCHANGES, 1);
 }
 
 static __always_inline int enter_accept(__s32 fd, __u64 addr) {
@@ -482,6 +538,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     struct conn_state *st = conns.lookup(&key);
     if (!st)
         return 0;
+    if (st->h1.state == H1F_RESP)
+        h1_emit(id, args->fd, st, 1); /* closed before the body's end */
     if ((st->proto != PROTO_NONE && st->proto != PROTO_UNKNOWN) ||
         (st->tls_proto != PROTO_NONE && st->tls_proto != PROTO_UNKNOWN)) {
         struct event_hdr h = {};
@@ -997,6 +1055,228 @@ static __always_inline int h2_finish(__u32 slot) {
     return 0;
 }
 
+/* ---- HTTP/1 exchanges framed in the kernel --------------------------------
+ *
+ * events.h (h1_resp_info) says what and why. The state lives in the
+ * connection (struct h1_fast); h1_step runs in process_data, h1_request and
+ * h1_response are tail-called (their loops are verified apart). A decline at
+ * a response's first write runs process_data again with the connection off,
+ * so that syscall gets its ordinary record. Loop results go to per-CPU memory,
+ * not registers, so the verifier's paths through the scans merge. */
+#define H1_DONE 1      /* framed here: no record for this syscall */
+#define H1_CANDIDATE 2 /* a request read that may be simple: h1_request decides */
+#define H1_REQ_SCAN (MAX_COPY < H1_SCAN ? MAX_COPY : H1_SCAN)
+#define H1_RESP_SCAN 1024 /* response heads framed here are at most this long */
+#define H1_CRLFCRLF 0x0a0d0a0d /* "\r\n\r\n" as a little-endian u32 */
+
+struct h1_job {
+    struct args_t a; /* the syscall: process_data runs again on a decline */
+    __u64 id;
+    __u64 total;
+    __u64 cl;     /* scan results */
+    __u32 found;
+    __u32 cl_at;
+    __u32 te;
+    __u32 digits;
+};
+BPF_PERCPU_ARRAY(h1_jobs, struct h1_job, 1);
+struct h1_buf {
+    __u8 b[H1_RESP_SCAN + 64];
+};
+BPF_PERCPU_ARRAY(h1_bufs, struct h1_buf, 1);
+
+static __always_inline int h1_step(void *ctx, __u64 id, struct args_t *a, struct conn_state *st,
+                                   __u64 total) {
+    __u8 s = st->h1.state;
+    if (st->proto == PROTO_HTTP1 && st->role == ROLE_SERVER &&
+        !(st->flags & (EVF_TLS | EVF_EXISTING))) {
+        if (a->direction == DIR_EGRESS) {
+            if (s == H1F_RESP) {
+                if (total <= st->h1.remaining) {
+                    /* Body bytes: counted, never copied. */
+                    st->h1.remaining -= total;
+                    st->pos[DIR_EGRESS] += total;
+                    st->h1.last_ts = bpf_ktime_get_ns();
+                    if (!st->h1.remaining) {
+                        h1_emit(id, a->fd, st, 0);
+                        st->h1.state = H1F_IDLE;
+                    }
+                    return H1_DONE;
+                }
+                h1_emit(id, a->fd, st, 2); /* more than the body: framing unknown */
+            } else if (s == H1F_REQ && (a->kind == K_PLAIN || a->kind == K_IOV)) {
+                __u32 zero = 0;
+                struct h1_job *j = h1_jobs.lookup(&zero);
+                if (j) {
+                    j->a = *a;
+                    j->id = id;
+                    j->total = total;
+                    data_prog.call(ctx, 3);
+                }
+            }
+        } else if (s == H1F_IDLE && a->kind == K_PLAIN && total <= H1_REQ_SCAN) {
+            return H1_CANDIDATE;
+        } else if (s == H1F_RESP) {
+            h1_emit(id, a->fd, st, 2); /* a request before the response's end */
+        }
+    }
+    st->h1.state = H1F_OFF;
+    return 0;
+}
+
+/* data_prog[4]: is the request just read (whole, in the record being built)
+ * exactly one GET or HEAD head? Marks it EVF_H1_REQ, then submits it. */
+int h1_request(void *ctx) {
+    __u32 zero = 0;
+    struct data_event *ev = scratch.lookup(&zero);
+    volatile struct h1_job *j = h1_jobs.lookup(&zero); /* see h1_response */
+    if (!ev || !j)
+        return 0;
+    __u32 n = ev->hdr.len;
+    if (n > H1_REQ_SCAN)
+        n = H1_REQ_SCAN;
+    __u8 *b = ev->data;
+    int get = b[0] == 'G' && b[1] == 'E' && b[2] == 'T' && b[3] == ' ';
+    int head = b[0] == 'H' && b[1] == 'E' && b[2] == 'A' && b[3] == 'D' && b[4] == ' ';
+    j->found = 0;
+    for (__u32 i = 0; i < H1_REQ_SCAN - 3; i++) {
+        if (i + 4 > n)
+            break;
+        if (*(__u32 *)&b[i] == H1_CRLFCRLF) {
+            j->found = i + 4;
+            break;
+        }
+    }
+    /* Only memory from here: per-iteration register ranges (n) would keep
+     * the verifier from merging the loop's exits. */
+    __u32 len = ev->hdr.len;
+    int ok = (get || head) && len >= 18 && j->found == len;
+    if (len > H1_REQ_SCAN)
+        len = H1_REQ_SCAN; /* not ok; bounds the copy for the verifier */
+    struct conn_key key = {.pid = ev->hdr.pid, .fd = ev->hdr.fd};
+    struct conn_state *st = conns.lookup(&key);
+    if (st && st->generation == ev->hdr.generation) {
+        if (ok) {
+            st->h1.state = H1F_REQ;
+            st->h1.head_req = head;
+            ev->hdr.flags |= EVF_H1_REQ;
+        } else {
+            st->h1.state = H1F_OFF;
+        }
+    }
+    submit(ev, len, 0, len);
+    return 0;
+}
+
+/* data_prog[3]: a response's first write. Frames it here if its head is all
+ * in this write's first buffer, with a status >= 200 and a Content-Length
+ * (or no body by rule); else the connection goes off and process_data runs
+ * again for this syscall. */
+int h1_response(void *ctx) {
+    __u32 zero = 0;
+    /* volatile: every scan result is re-read from memory, so the verifier
+     * sees unknown values there, not one constant per loop exit. */
+    volatile struct h1_job *j = h1_jobs.lookup(&zero);
+    struct h1_buf *hb = h1_bufs.lookup(&zero);
+    if (!j || !hb)
+        return 0;
+    struct conn_key key = {.pid = j->id >> 32, .fd = j->a.fd};
+    struct conn_state *st = conns.lookup(&key);
+    if (!st)
+        return 0;
+    void *src = (void *)j->a.ptr;
+    __u64 avail = j->total;
+    if (j->a.kind == K_IOV) {
+        struct u_iovec first = {};
+        bpf_probe_read_user(&first, sizeof(first), (void *)j->a.ptr);
+        src = first.base;
+        if (first.len < avail)
+            avail = first.len;
+    }
+    __u32 n = avail > H1_RESP_SCAN ? H1_RESP_SCAN : (__u32)avail;
+    __u8 *b = hb->b;
+    int ok = n >= 16 && bpf_probe_read_user(b, n, src) == 0;
+    ok = ok && b[0] == 'H' && b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/' &&
+         b[5] == '1' && b[6] == '.' && b[7] >= '0' && b[7] <= '9' && b[8] == ' ' &&
+         b[9] >= '2' && b[9] <= '9' && b[10] >= '0' && b[10] <= '9' && b[11] >= '0' &&
+         b[11] <= '9';
+    j->found = 0;
+    j->cl_at = 0;
+    j->te = 0;
+    if (ok) {
+        for (__u32 i = 0; i < H1_RESP_SCAN - 3; i++) {
+            if (i + 4 > n)
+                break;
+            if (*(__u16 *)&b[i] != 0x0a0d)
+                continue;
+            if (*(__u32 *)&b[i] == H1_CRLFCRLF) {
+                j->found = i + 4;
+                break;
+            }
+            /* A field line starts at i + 2: Content-Length? Transfer-Encoding? */
+            __u64 w = *(__u64 *)&b[i + 2] | 0x2020202020202020ULL;
+            __u64 w2 = *(__u64 *)&b[i + 10] | 0x2020202020202020ULL;
+            if (w == 0x2d746e65746e6f63ULL && (w2 & 0x00ffffffffffffffULL) == 0x003a6874676e656cULL)
+                j->cl_at = i + 17; /* "content-" "length:" */
+            else if (w == 0x726566736e617274ULL && w2 == 0x6e69646f636e652dULL)
+                j->te = 1; /* "transfer" "-encodin" */
+        }
+    }
+    /* The Content-Length value; accumulators in memory, as above. */
+    j->cl = 0;
+    j->digits = 0;
+    if (ok && j->cl_at) {
+        for (int k = 0; k < 4; k++) {
+            __u8 c = b[j->cl_at & (H1_RESP_SCAN - 1)];
+            if (c != ' ' && c != '\t')
+                break;
+            j->cl_at++;
+        }
+        for (int k = 0; k < 19; k++) {
+            __u8 c = b[(j->cl_at + k) & (H1_RESP_SCAN - 1)];
+            if (c < '0' || c > '9')
+                break;
+            j->cl = j->cl * 10 + (c - '0');
+            j->digits = k + 1;
+        }
+    }
+    __u16 status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
+    __u64 body = j->cl;
+    if (st->h1.head_req || status == 204 || status == 304)
+        body = 0;
+    else if (!j->digits)
+        ok = 0; /* chunked, or delimited by close: the agent frames it */
+    __u32 head_len = j->found;
+    ok = ok && head_len && !j->te && j->total >= head_len && j->total - head_len <= body;
+    if (!ok) {
+        st->h1.state = H1F_OFF;
+        __u64 id = j->id;
+        struct args_t a = {};
+        __builtin_memcpy(&a, (void *)&j->a, sizeof(a));
+        active_args.update(&id, &a);
+        data_prog.call(ctx, 0);
+        active_args.delete(&id);
+        return 0;
+    }
+    __u64 now = bpf_ktime_get_ns();
+    st->h1.status = status;
+    st->h1.minor = b[7] - '0';
+    st->h1.head_len = head_len;
+    st->h1.body = body;
+    st->h1.remaining = body - (j->total - head_len);
+    st->h1.start_ts = now;
+    st->h1.last_ts = now;
+    st->h1.pos = st->pos[DIR_EGRESS];
+    st->pos[DIR_EGRESS] += j->total;
+    if (st->h1.remaining) {
+        st->h1.state = H1F_RESP;
+    } else {
+        h1_emit(j->id, j->a.fd, st, 0);
+        st->h1.state = H1F_IDLE;
+    }
+    return 0;
+}
+
 /* Every data syscall's exit tail-calls this one program, so the verifier
  * checks the copy loops once instead of once per tracepoint (load time went
  * from ~17 s to ~2 s). The loader puts it in data_prog[0]. */
@@ -1103,6 +1383,13 @@ int process_data(void *ctx) {
     }
 
     send_open(id, a.fd, st);
+    int h1_cand = 0;
+    if (st->h1.state != H1F_OFF) {
+        int r = h1_step(ctx, id, &a, st, total);
+        if (r == H1_DONE)
+            return 0;
+        h1_cand = r == H1_CANDIDATE;
+    }
     fill_hdr(&ev->hdr, EVT_DATA, id, a.fd);
     ev->hdr.direction = a.direction;
     ev->hdr.role = st->role;
@@ -1141,6 +1428,8 @@ int process_data(void *ctx) {
         if (head == head_n && tail_n &&
             bpf_probe_read_user(&ev->data[head_n], tail_n, (__u8 *)a.ptr + total - tail_n) == 0)
             tail = tail_n;
+        if (h1_cand && head == total && !tail)
+            data_prog.call(ctx, 4); /* h1_request submits it */
         submit(ev, head, tail, total);
         return 0;
     }

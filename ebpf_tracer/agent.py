@@ -42,6 +42,8 @@ _segments = events.segments
 _CLOSE = events.EventType.CLOSE
 _EXIT = events.EventType.PROC_EXIT
 _EXEC = events.EventType.PROC_EXEC
+_H1_RESP = events.EventType.H1_RESP
+_H1_RESP_INFO = events.H1_RESP
 
 
 def descendants(pids: list[int]) -> set[int]:
@@ -229,6 +231,11 @@ class Agent:
                     return
                 self.resources.get(pid, comm)  # read /proc while the process lives
                 out = self.conns.on_open(pid, fd, gen, role, ts, info)
+            elif etype == _H1_RESP:
+                _start, body, _head_len, status, minor, partial = _H1_RESP_INFO.unpack_from(
+                    buf, _HDR_SIZE)
+                out = self.conns.on_h1_response(pid, fd, gen, pos, length, ts, status, minor,
+                                                body, partial)
             elif etype == _CLOSE:
                 out = self.conns.on_close(pid, fd, gen, ts)
             elif etype == _EXEC:

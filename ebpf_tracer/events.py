@@ -38,6 +38,7 @@ class EventType(enum.IntEnum):
     CLOSE = C["EVT_CLOSE"]
     PROC_EXIT = C["EVT_PROC_EXIT"]
     PROC_EXEC = C["EVT_PROC_EXEC"]
+    H1_RESP = C["EVT_H1_RESP"]
 
 
 class Proto(enum.IntEnum):
@@ -52,6 +53,7 @@ EVF_EXISTING = C["EVF_EXISTING"]
 EVF_HTTP2 = C["EVF_HTTP2"]
 EVF_TLS = C["EVF_TLS"]
 EVF_SEGMENTS = C["EVF_SEGMENTS"]
+EVF_H1_REQ = C["EVF_H1_REQ"]
 
 # struct event_hdr: type, direction, role, flags, pid, tid, fd, generation,
 # ts_ns, pos, len, copied, tail, _reserved.
@@ -61,8 +63,10 @@ OPEN_INFO = struct.Struct("<HHi16s16s")
 
 # struct seg_hdr: skip, len (EVF_SEGMENTS payloads).
 SEG = struct.Struct("<II")
+# struct h1_resp_info: start_ns, body, head_len, status, minor, partial (EVT_H1_RESP).
+H1_RESP = struct.Struct("<QQIHBB")
 
-assert HDR.size == 56 and OPEN_INFO.size == 40 and SEG.size == 8
+assert HDR.size == 56 and OPEN_INFO.size == 40 and SEG.size == 8 and H1_RESP.size == 24
 
 
 @dataclass(slots=True)

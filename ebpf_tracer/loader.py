@@ -63,6 +63,9 @@ class LoaderConfig:
     # batch: one wakeup per batch instead of one per record (0: wake per record).
     # EBPF_TRACER_POLL_BATCH_MS overrides it (bench/ compares 0 and the default).
     poll_batch_ms: float = float(os.environ.get("EBPF_TRACER_POLL_BATCH_MS", "5"))
+    # The kernel frames simple HTTP/1 exchanges itself (events.h, h1_resp_info).
+    # EBPF_TRACER_KERNEL_HTTP1=0 turns it off (bench/ compares both).
+    kernel_http1: bool = os.environ.get("EBPF_TRACER_KERNEL_HTTP1", "1") != "0"
 
 
 def kernel_headers() -> Path | None:
@@ -98,9 +101,11 @@ def _cflags(cfg: LoaderConfig) -> list[str]:
         # and marks its own connections (inet_sock_set_state).
         f"-DAGENT_PID={cfg.agent_pid or os.getpid()}",
         f"-DTRACE_ALL={1 if cfg.trace_all else 0}",
+        f"-DKERNEL_HTTP1={1 if cfg.kernel_http1 else 0}",
         f"-DEXPECTED_HDR_SIZE={events.HDR.size}",
         f"-DEXPECTED_OPEN_SIZE={events.OPEN_INFO.size}",
         f"-DEXPECTED_SEG_SIZE={events.SEG.size}",
+        f"-DEXPECTED_H1_RESP_SIZE={events.H1_RESP.size}",
         "-Wno-macro-redefined",
     ]
 
@@ -113,7 +118,8 @@ def _build_request(cfg: LoaderConfig) -> dict:
         # The data path is one program every exit tracepoint tail-calls; the
         # HTTP/2 frame walk of TLS plaintext is tail-called by the uprobe program.
         "tail_calls": [["data_prog", i, name, "tracepoint"]
-                       for i, name in enumerate(("process_data", "gather", "h2_walk"))]
+                       for i, name in enumerate(("process_data", "gather", "h2_walk",
+                                                 "h1_response", "h1_request"))]
                       + [["tls_prog", 0, "h2_walk_tls", "kprobe"]],
         # Uprobe programs (kprobe-typed), attached here per library file.
         "progs": [[name, "kprobe"] for _, name in SSL_FUNCS] + [[SSL_RET, "kprobe"]],

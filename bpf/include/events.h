@@ -13,6 +13,7 @@
 #define EVT_CLOSE 3      /* close() of a traced connection */
 #define EVT_PROC_EXIT 4  /* a traced process exited */
 #define EVT_PROC_EXEC 5  /* a traced process exec'd a new program */
+#define EVT_H1_RESP 6    /* an HTTP/1 response the kernel framed itself: h1_resp_info */
 
 /* Direction, from the traced process's point of view. */
 #define DIR_INGRESS 0 /* read by the process */
@@ -42,6 +43,7 @@
 #define EVF_HTTP2 4    /* connection inferred as HTTP/2 (else HTTP/1) */
 #define EVF_TLS 8      /* plaintext from a TLS library probe */
 #define EVF_SEGMENTS 16 /* payload is segments (struct seg_hdr + bytes), see below */
+#define EVF_H1_REQ 32   /* exactly one whole HTTP/1 GET/HEAD request head: see h1_resp_info */
 
 /* Per-CPU counters (index into the `counters` array; the agent reads them by
  * these names, lowercased without CNT_). */
@@ -53,7 +55,8 @@
 #define CNT_H2_BYTES_SKIPPED 5  /* HTTP/2 DATA payload bytes the frame walk skipped */
 #define CNT_H2_WALKS_LOST 6     /* HTTP/2 directions that fell back to head+tail */
 #define CNT_OWN_TRAFFIC_CONNS 7 /* the agent's own exports, never traced */
-#define CNT_COUNT 8
+#define CNT_H1_EXCHANGES 8      /* HTTP/1 responses framed in the kernel (EVT_H1_RESP) */
+#define CNT_COUNT 9
 
 struct event_hdr {
     __u8 type;       /* EVT_* */
@@ -91,5 +94,27 @@ struct open_info {
     __u8 peer_addr[16];
     char comm[16];    /* the process's comm: its name if it exits before the agent looks */
 }; /* 40 bytes */
+
+/* HTTP/1 exchanges the kernel frames itself (server side of connections it
+ * saw accepted, plain sockets). A request read that is exactly one GET or HEAD
+ * head goes out whole with EVF_H1_REQ. If the response's first write holds its
+ * whole head, with a status >= 200 and a Content-Length (or none needed: 204,
+ * 304, HEAD), no response bytes are sent at all: its body writes are counted,
+ * and when the last body byte is written one EVT_H1_RESP record says what the
+ * agent's parser would have found. Anything else (another method, a split or
+ * pipelined request, chunked or close-delimited responses, 1xx, a write beyond
+ * the body) and the connection goes back to a record per syscall for good,
+ * at a message boundary, so the agent's parser takes over in step.
+ *
+ * EVT_H1_RESP: the header (ts_ns: the last response byte written; pos, len:
+ * the response's stream bytes in the egress direction) then this. */
+struct h1_resp_info {
+    __u64 start_ns;  /* the response's first write */
+    __u64 body;      /* body bytes written (the Content-Length, unless partial) */
+    __u32 head_len;  /* response head bytes, blank line included */
+    __u16 status;
+    __u8 minor;      /* HTTP/1.minor */
+    __u8 partial;    /* body ended early: 1 closed, 2 framing broke (more bytes, a request) */
+}; /* 24 bytes */
 
 #endif

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..events import EVF_HTTP2, EVF_TLS, OpenInfo
+from ..events import EVF_H1_REQ, EVF_HTTP2, EVF_TLS, OpenInfo
 from ..model import ConnMeta, Direction, Role
 from ..protocols import detect
 from ..protocols.http1 import Http1Connection, Http1Record
@@ -126,7 +126,10 @@ class ConnManager:
             self._conns.move_to_end(key)
             if flags & EVF_TLS:
                 t.meta.tls = True
-            recs = t.on_data(_DIRECTIONS[direction], pos, length, data, ts_ns, tail)
+            if flags & EVF_H1_REQ:
+                recs = t.on_h1_request(pos, length, data, ts_ns)
+            else:
+                recs = t.on_data(_DIRECTIONS[direction], pos, length, data, ts_ns, tail)
             parser = t.parser
             if parser.role is not t.meta.role or getattr(parser, "unparseable", None):
                 return self._after_feed(t, key, recs)
@@ -149,7 +152,9 @@ class ConnManager:
             t.parser = self._choose_parser(t.meta.role, flags, first)
         if flags & EVF_TLS:
             t.meta.tls = True
-        if segs is None:
+        if flags & EVF_H1_REQ:
+            recs = t.on_h1_request(pos, length, data, ts_ns)
+        elif segs is None:
             recs = t.on_data(_DIRECTIONS[direction], pos, length, data, ts_ns, tail)
         else:
             recs = t.on_segments(_DIRECTIONS[direction], pos, length, segs, ts_ns)
@@ -182,6 +187,19 @@ class ConnManager:
         info = detect(first)
         cls = info.connection if info else Http1Connection
         return cls(role)
+
+    def on_h1_response(self, pid: int, fd: int, generation: int, pos: int, length: int,
+                       ts_ns: int, status: int, minor: int, body: int,
+                       partial: int) -> Emitted:
+        """A response the kernel framed (EVT_H1_RESP); its request came before."""
+        key = (pid, fd)
+        t = self._conns.get(key)
+        if t is None or t.meta.generation != generation or t.parser is None:
+            return self._take_pending([])  # its request never reached us
+        self._conns.move_to_end(key)
+        recs = t.on_h1_response(pos, length, ts_ns, status, minor, body, partial)
+        meta = t.meta
+        return self._take_pending([(meta, r) for r in recs])
 
     def on_close(self, pid: int, fd: int, generation: int, ts_ns: int) -> Emitted:
         t = self._conns.get((pid, fd))

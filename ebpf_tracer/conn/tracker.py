@@ -64,6 +64,31 @@ class ConnTracker:
             out += self.parser.feed(direction, tail, ts_ns)
         return out
 
+    def on_h1_request(self, pos: int, length: int, data: bytes, ts_ns: int) -> list:
+        """A request read the kernel found to be exactly one GET/HEAD head."""
+        self.last_seen_ns = ts_ns
+        fast = getattr(self.parser, "fast_request", None)
+        sp = self.pos[0]
+        if fast is None or (sp.expected >= 0 and pos != sp.expected):
+            return self.on_data(Direction.INGRESS, pos, length, data, ts_ns)
+        sp.expected = pos + length
+        return fast(data, ts_ns)
+
+    def on_h1_response(self, pos: int, length: int, ts_ns: int, status: int, minor: int,
+                       body: int, partial: int) -> list:
+        """A response the kernel framed: [pos, pos + length) of the egress stream."""
+        self.last_seen_ns = ts_ns
+        fast = getattr(self.parser, "fast_response", None)
+        sp = self.pos[1]
+        out: list = []
+        if sp.expected >= 0 and pos > sp.expected:
+            self.gaps += 1  # records lost before it: the parser resyncs
+            out += self.parser.gap(Direction.EGRESS, pos - sp.expected, ts_ns)
+        sp.expected = pos + length
+        if fast is not None:
+            out += fast(status, minor, body, ts_ns, partial)
+        return out
+
     def on_segments(
         self, direction: Direction, pos: int, length: int, segs: list[tuple[int, bytes]],
         ts_ns: int,

@@ -6,7 +6,16 @@ from collections import deque
 from dataclasses import dataclass
 
 from ...model import Direction, Role
-from .head import SKIP, STOP, SYNC_METHODS_B, Message, request_framing, response_framing
+from .head import (
+    SKIP,
+    STOP,
+    SYNC_METHODS,
+    SYNC_METHODS_B,
+    Message,
+    parse_head,
+    request_framing,
+    response_framing,
+)
 from .parser import MessageParser, find_request_start, find_status_start
 
 
@@ -117,6 +126,58 @@ class Http1Connection:
         except Exception:
             self._internal_error()
         return out
+
+    # -------------------------------------------- exchanges framed in the kernel
+
+    def fast_request(self, data: bytes, ts_ns: int) -> list[Http1Record]:
+        """A server's request read that is exactly one GET/HEAD head (the kernel's
+        EVF_H1_REQ): queued for its response without scanning it again."""
+        if self._closed:
+            return []
+        if self._dirs is None:
+            self._set_role(Role.SERVER)
+        msg = None
+        end = len(data) - 3
+        # One head, ending where the parser would end it (a first empty line).
+        if (self.role == Role.SERVER and data.find(b"\n\r\n") == end
+                and data.find(b"\n\n") < 0):
+            msg = parse_head(data[:end], True)  # the bytes _head would pass
+        if msg is not None and msg.method in SYNC_METHODS:
+            msg.start_ns = msg.end_ns = ts_ns
+            self._out = out = []
+            try:
+                if self._req.take_head(msg):
+                    return out
+            except Exception:
+                self._internal_error()
+                self._req.reset()
+                return out
+        return self.feed(Direction.INGRESS, data, ts_ns)  # not what the kernel said: frame it
+
+    def fast_response(self, status: int, minor: int, body: int, end_ns: int,
+                      partial: int) -> list[Http1Record]:
+        """A response the kernel framed (EVT_H1_RESP): its status and body size."""
+        if self._closed or self.role != Role.SERVER:
+            return []
+        pending = self._pending
+        if not pending:
+            self.stats.unmatched_responses += 1
+            return []
+        req = pending.popleft()
+        if self._suspects:
+            self._suspects -= 1
+        why = None if not partial else ("response-truncated" if partial == 1
+                                        else "response-body-lost")
+        why = why or req.partial
+        headers = {} if status in (204, 304) else {"content-length": str(body)}
+        self.stats.records += 1
+        if why is not None:
+            self.stats.partial_records += 1
+        return [Http1Record(
+            req.method, req.target, req.version, req.headers,
+            status, f"1.{minor}", headers, req.body_size, body,
+            req.start_ns, max(end_ns, req.start_ns), why,
+        )]
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> list[Http1Record]:
         out: list[Http1Record] = []

@@ -143,6 +143,15 @@ class MessageParser:
             else:
                 pos = self._chunk_line(data, pos, ts, buflen)
 
+    def take_head(self, msg: Message) -> bool:
+        """A whole head parsed elsewhere (the kernel vouched for its bounds):
+        frame it as if its bytes had been fed. False unless between messages."""
+        if self._state != _HEAD or self._buf:
+            return False
+        self._seen = True
+        self._begin_body(msg, self._on_head(msg))
+        return True
+
     def gap(self, nbytes: int, ts: int) -> None:
         """``nbytes`` bytes went by uncopied (beyond the copy size, or lost events)."""
         state = self._state

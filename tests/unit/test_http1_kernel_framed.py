@@ -1,0 +1,128 @@
+"""Exchanges the kernel framed (EVF_H1_REQ requests, EVT_H1_RESP summaries) give
+the records the parser gives for the same bytes, and hand over cleanly when the
+kernel gives a connection back to the parser."""
+
+from __future__ import annotations
+
+import re
+
+from ebpf_tracer.model import ConnMeta, Role
+from ebpf_tracer.protocols.http1 import Http1Connection
+from ebpf_tracer.spans import http1_span
+from tests.unit.http1_util import IN, OUT, load_capture, replay
+
+_SIMPLE = re.compile(rb"(GET|HEAD) [^\r\n]+\r\n(?:[^\r\n]+\r\n)*\r\n\Z")
+
+
+def _summary(head_only: bool, data: bytes) -> tuple[int, int, int] | None:
+    """What the kernel sends for a response whose whole head is in `data`:
+    (status, minor, body), or None where it leaves the response to the parser."""
+    head, sep, _ = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.split(b"\r\n")
+    status, minor = int(lines[0][9:12]), int(lines[0][7:8])
+    fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(b":") for x in lines[1:])}
+    if status < 200 or b"transfer-encoding" in fields:
+        return None
+    if head_only or status in (204, 304):
+        return status, minor, 0
+    if b"content-length" not in fields:
+        return None
+    return status, minor, int(fields[b"content-length"])
+
+
+def _kernel_framed(name: str) -> tuple[list, Http1Connection]:
+    """Replay a capture as the kernel would send it: simple exchanges framed."""
+    conn = Http1Connection(Role.SERVER)
+    out: list = []
+    chunks = load_capture(name)
+    fast, head_only, body_left, summary, last = False, False, 0, None, 0
+    for c in chunks:
+        last = c.ts
+        if c.direction == IN:
+            fast = bool(_SIMPLE.match(c.data))
+            head_only = c.data.startswith(b"HEAD ")
+            out += conn.fast_request(c.data, c.ts) if fast else conn.feed(IN, c.data, c.ts)
+            summary = None
+            continue
+        if fast and summary is None:
+            summary = _summary(head_only, c.data)
+            if summary is None:
+                fast = False  # the parser takes over from this response
+            else:
+                body_left = summary[2] - (len(c.data) - c.data.index(b"\r\n\r\n") - 4)
+        elif fast:
+            body_left -= len(c.data)
+        if not fast:
+            out += conn.feed(OUT, c.data, c.ts)
+        elif body_left == 0:
+            out += conn.fast_response(*summary, c.ts, 0)
+    out += conn.close(last + 1)
+    return out, conn
+
+
+def _same(framed: list, parsed: list) -> None:
+    """Equal records but for response header values no span reads (a framed
+    response carries only whether it had a Content-Length), and equal spans."""
+    assert len(framed) == len(parsed) and parsed
+    meta = ConnMeta(1, 3, 1, Role.SERVER)
+    for f, p in zip(framed, parsed, strict=True):
+        assert ("content-length" in f.response_headers) == ("content-length" in
+                                                             p.response_headers)
+        f.response_headers = p.response_headers
+        assert f == p
+        assert http1_span(f, meta, {}).attributes == http1_span(p, meta, {}).attributes
+
+
+def test_nginx_records_equal_the_parsed_ones():
+    parsed, _ = replay(load_capture("nginx_keepalive"))
+    framed, conn = _kernel_framed("nginx_keepalive")
+    _same(framed, parsed)
+    assert conn.stats.records == len(parsed) and conn.stats.parse_errors == 0
+
+
+def test_node_chunked_responses_go_to_the_parser_after_a_framed_request():
+    parsed, _ = replay(load_capture("node_chunked"))
+    framed, _ = _kernel_framed("node_chunked")
+    _same(framed, parsed)
+
+
+def test_two_heads_in_one_read_are_parsed_as_two_requests():
+    conn = Http1Connection(Role.SERVER)
+    two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert conn.fast_request(two, 1) == []
+    out = conn.fast_response(200, 1, 2, 2, 0) + conn.fast_response(404, 1, 0, 3, 0)
+    assert [(r.target, r.status) for r in out] == [("/a", 200), ("/b", 404)]
+
+
+def test_a_get_with_a_body_is_framed_by_its_head():
+    conn = Http1Connection(Role.SERVER)
+    conn.fast_request(b"GET /q HTTP/1.1\r\nContent-Length: 3\r\n\r\n", 1)
+    assert conn.feed(IN, b"abc", 2) == []  # the body, not a new message
+    out = conn.feed(OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 3)
+    assert [(r.target, r.request_body_size, r.response_body_size) for r in out] == [("/q", 3, 2)]
+    assert conn.stats.parse_errors == 0
+
+
+def test_a_summary_without_its_request_is_counted_not_reported():
+    conn = Http1Connection(Role.SERVER)
+    assert conn.fast_response(200, 1, 5, 1, 0) == []
+    assert conn.stats.unmatched_responses == 1
+
+
+def test_bodies_cut_short_say_how():
+    conn = Http1Connection(Role.SERVER)
+    conn.fast_request(b"GET /a HTTP/1.1\r\n\r\n", 1)
+    conn.fast_request(b"GET /b HTTP/1.1\r\n\r\n", 2)
+    out = conn.fast_response(200, 1, 10, 3, 1) + conn.fast_response(200, 0, 10, 4, 2)
+    assert [(r.partial, r.response_version) for r in out] == [
+        ("response-truncated", "1.1"), ("response-body-lost", "1.0")]
+    assert conn.stats.partial_records == 2
+
+
+def test_bytes_that_are_not_a_request_are_left_to_the_parser():
+    conn = Http1Connection(Role.SERVER)
+    assert conn.fast_request(b"\x16\x03\x01 not http\r\n\r\n", 1) == []
+    assert conn.fast_response(200, 1, 0, 2, 0) == []
+    assert conn.stats.unmatched_responses == 1
