@@ -7,7 +7,7 @@ Records are packed with events.HDR exactly as the kernel writes them (an nginx-l
 keep-alive exchange: one read of the request, one write of head+body), then fed to
 Agent._on_record (decode -> conn manager -> tracker -> HTTP/1 parser -> stitch ->
 span -> batcher); and the same exchange as the kernel sends it when it frames it
-itself (the request, then an EVT_H1_RESP summary instead of the response).
+itself (one EVT_H1_RESP record: the response's summary and the request's bytes).
 Also: the OTLP encoder per span (batches of 512) and the HTTP/2
 parser (bench/http2_parser.py does it in detail).
 """
@@ -42,25 +42,30 @@ class _NullExporter:
 
 
 def records(n: int, conns: int = 8, kernel_framed: bool = False) -> list[memoryview]:
-    """Both records of each exchange; `kernel_framed`: as the kernel sends a simple
-    exchange it frames itself (the request with EVF_H1_REQ, an EVT_H1_RESP)."""
-    out = []
+    """Both records of each exchange; `kernel_framed`: the one record the kernel
+    sends for a simple exchange it frames itself (EVT_H1_RESP with the request)."""
+    # Each connection opens first (accept: the peer's address), as in the kernel.
+    out = [memoryview(events.HDR.pack(events.EventType.OPEN, 0, 2, 0, 100, 100, 5 + c, 1,
+                                      900, 0, 0, 0, 0, 0)
+                      + events.OPEN_INFO.pack(2, 40000 + c, 3, bytes([127, 0, 0, 1]) + bytes(12),
+                                              b"nginx"))
+           for c in range(conns)]
     pos = {c: [0, 0] for c in range(conns)}
-    req_flags = events.EVF_H1_REQ if kernel_framed else 0
     head_len = RESP.index(b"\r\n\r\n") + 4
     for i in range(n):
         c = i % conns
         p = pos[c]
-        out.append(memoryview(events.HDR.pack(1, 0, 2, req_flags, 100, 100, 5 + c, 1,
-                                              1000 + i * 10, p[0], len(REQ), len(REQ), 0, 0)
-                              + REQ))
-        p[0] += len(REQ)
-        if kernel_framed:
+        if kernel_framed:  # one record: the response's summary, its request held back
             out.append(memoryview(
                 events.HDR.pack(events.EventType.H1_RESP, 1, 2, 0, 100, 100, 5 + c, 1,
                                 1005 + i * 10, p[1], len(RESP), 0, 0, 0)
-                + events.H1_RESP.pack(1003 + i * 10, len(RESP) - head_len, head_len, 200, 1, 0)))
+                + events.H1_RESP.pack(1003 + i * 10, len(RESP) - head_len, head_len, 200, 1, 0,
+                                      1000 + i * 10, p[0], len(REQ), len(REQ)) + REQ))
+            p[0] += len(REQ)
         else:
+            out.append(memoryview(events.HDR.pack(1, 0, 2, 0, 100, 100, 5 + c, 1, 1000 + i * 10,
+                                                  p[0], len(REQ), len(REQ), 0, 0) + REQ))
+            p[0] += len(REQ)
             out.append(memoryview(events.HDR.pack(1, 1, 2, 0, 100, 100, 5 + c, 1, 1005 + i * 10,
                                                   p[1], len(RESP), len(RESP), 0, 0) + RESP))
         p[1] += len(RESP)

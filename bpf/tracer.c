@@ -96,7 +96,7 @@ struct h1_fast {
     __u8 state;
     __u8 head_req; /* the pending request is HEAD: no response body */
     __u8 minor;
-    __u8 _pad;
+    __u8 held;     /* the pending request waits in h1_holds for its response */
     __u16 status;
     __u16 _pad2;
     __u32 head_len;
@@ -452,33 +452,92 @@ static __always_inline void send_open(__u64 id, __s32 fd, struct conn_state *st)
 }
 
 /* An HTTP/1 response framed here is over (or given up: `partial`): one
- * record instead of its bytes. */
-struct h1_resp_event {
+ * record instead of its bytes, carrying its request when that was held back.
+ * A held request waits in h1_holds laid out as the record it will go out in. */
+#define H1_HOLD 1024 /* request heads shorter than this are held back (a power of two) */
+struct h1_held {
     struct event_hdr hdr;
     struct h1_resp_info info;
+    __u8 data[H1_HOLD];
 };
+BPF_F_TABLE("hash", struct conn_key, struct h1_held, h1_holds, MAX_CONNS, BPF_F_NO_PREALLOC);
+BPF_PERCPU_ARRAY(h1_stage, struct h1_held, 1);
+
+static __always_inline void h1_fill(struct event_hdr *h, struct h1_resp_info *info, __u64 id,
+                                    __s32 fd, struct conn_state *st, __u8 partial) {
+    fill_hdr(h, EVT_H1_RESP, id, fd);
+    h->direction = DIR_EGRESS;
+    h->role = st->role;
+    h->generation = st->generation;
+    h->ts_ns = st->h1.last_ts;
+    h->pos = st->h1.pos;
+    h->len = (__u32)(st->pos[DIR_EGRESS] - st->h1.pos);
+    info->start_ns = st->h1.start_ts;
+    info->body = st->h1.body - st->h1.remaining;
+    info->head_len = st->h1.head_len;
+    info->status = st->h1.status;
+    info->minor = st->h1.minor;
+    info->partial = partial;
+}
 
 static __always_inline void h1_emit(__u64 id, __s32 fd, struct conn_state *st, __u8 partial) {
-    struct h1_resp_event *ev = events.ringbuf_reserve(sizeof(struct h1_resp_event));
+    count(CNT_H1_EXCHANGES, 1);
+    if (st->h1.held) {
+        st->h1.held = 0;
+        struct conn_key key = {.pid = id >> 32, .fd = fd};
+        struct h1_held *h = h1_holds.lookup(&key);
+        if (h && h->hdr.generation == st->generation) {
+            h1_fill(&h->hdr, &h->info, id, fd, st, partial);
+            __u32 n = h->info.req_copied;
+            if (n > H1_HOLD)
+                n = H1_HOLD;
+            if (events.ringbuf_output(h, sizeof(h->hdr) + sizeof(h->info) + n, 0) != 0)
+                count(CNT_RINGBUF_LOST, 1);
+            h1_holds.delete(&key);
+            return;
+        }
+        if (h)
+            h1_holds.delete(&key);
+    }
+    struct h1_resp_event {
+        struct event_hdr hdr;
+        struct h1_resp_info info;
+    } *ev = events.ringbuf_reserve(sizeof(struct h1_resp_event));
     if (!ev) {
         count(CNT_RINGBUF_LOST, 1);
         return;
     }
-    fill_hdr(&ev->hdr, EVT_H1_RESP, id, fd);
-    ev->hdr.direction = DIR_EGRESS;
-    ev->hdr.role = st->role;
-    ev->hdr.generation = st->generation;
-    ev->hdr.ts_ns = st->h1.last_ts;
-    ev->hdr.pos = st->h1.pos;
-    ev->hdr.len = (__u32)(st->pos[DIR_EGRESS] - st->h1.pos);
-    ev->info.start_ns = st->h1.start_ts;
-    ev->info.body = st->h1.body - st->h1.remaining;
-    ev->info.head_len = st->h1.head_len;
-    ev->info.status = st->h1.status;
-    ev->info.minor = st->h1.minor;
-    ev->info.partial = partial;
+    h1_fill(&ev->hdr, &ev->info, id, fd, st, partial);
+    ev->info.req_ts = 0;
+    ev->info.req_pos = 0;
+    ev->info.req_len = 0;
+    ev->info.req_copied = 0;
     events.ringbuf_submit(ev, 0);
-    count(CNT_H1_EXCHANGES, 1);
+}
+
+/* The connection leaves the kernel's framing (or closes) with its request
+ * held: send that request as the record it would have been (EVF_H1_REQ), so
+ * the agent's parser has it when the response's own records come. */
+static __always_inline void h1_flush(__u64 id, __s32 fd, struct conn_state *st) {
+    if (!st->h1.held)
+        return;
+    st->h1.held = 0;
+    struct conn_key key = {.pid = id >> 32, .fd = fd};
+    struct h1_held *h = h1_holds.lookup(&key);
+    if (!h)
+        return;
+    __u32 zero = 0;
+    struct data_event *ev = scratch.lookup(&zero);
+    __u32 n = h->info.req_copied;
+    if (n > H1_HOLD)
+        n = H1_HOLD;
+    if (ev && h->hdr.generation == st->generation) {
+        __builtin_memcpy(&ev->hdr, &h->hdr, sizeof(ev->hdr));
+        if (bpf_probe_read_kernel(ev->data, n, h->data) == 0 &&
+            events.ringbuf_output(ev, sizeof(ev->hdr) + n, 0) != 0)
+            count(CNT_RINGBUF_LOST, 1);
+    }
+    h1_holds.delete(&key);
 }
 
 static __always_inline int enter_accept(__s32 fd, __u64 addr) {
@@ -540,6 +599,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
         return 0;
     if (st->h1.state == H1F_RESP)
         h1_emit(id, args->fd, st, 1); /* closed before the body's end */
+    else if (st->h1.state == H1F_REQ)
+        h1_flush(id, args->fd, st); /* closed before any response */
     if ((st->proto != PROTO_NONE && st->proto != PROTO_UNKNOWN) ||
         (st->tls_proto != PROTO_NONE && st->tls_proto != PROTO_UNKNOWN)) {
         struct event_hdr h = {};
@@ -1120,8 +1181,35 @@ static __always_inline int h1_step(void *ctx, __u64 id, struct args_t *a, struct
             h1_emit(id, a->fd, st, 2); /* a request before the response's end */
         }
     }
+    if (s == H1F_REQ)
+        h1_flush(id, a->fd, st);
     st->h1.state = H1F_OFF;
     return 0;
+}
+
+/* Keep a simple request back, to go out with its response in one record. */
+static __always_inline int h1_hold(struct data_event *ev, struct conn_state *st, __u32 len) {
+    __u32 zero = 0;
+    struct h1_held *stage = h1_stage.lookup(&zero);
+    if (!stage || len >= H1_HOLD)
+        return 0;
+    __builtin_memcpy(&stage->hdr, &ev->hdr, sizeof(stage->hdr));
+    stage->hdr.copied = len;
+    stage->hdr.tail = 0;
+    stage->info.req_ts = ev->hdr.ts_ns;
+    stage->info.req_pos = ev->hdr.pos;
+    stage->info.req_len = ev->hdr.len;
+    stage->info.req_copied = len;
+    /* Read back and masked (len < H1_HOLD, a power of two): clang would drop
+     * a mask on len itself, and the verifier's range for len is wider. */
+    __u32 n = *(volatile __u32 *)&stage->info.req_copied & (H1_HOLD - 1);
+    if (bpf_probe_read_kernel(stage->data, n, ev->data) != 0)
+        return 0;
+    struct conn_key key = {.pid = ev->hdr.pid, .fd = ev->hdr.fd};
+    if (h1_holds.update(&key, stage) != 0)
+        return 0; /* full (exits leave entries behind until the agent clears them) */
+    st->h1.held = 1;
+    return 1;
 }
 
 /* data_prog[4]: is the request just read (whole, in the record being built)
@@ -1160,6 +1248,8 @@ int h1_request(void *ctx) {
             st->h1.state = H1F_REQ;
             st->h1.head_req = head;
             ev->hdr.flags |= EVF_H1_REQ;
+            if (h1_hold(ev, st, len))
+                return 0; /* goes out with its response */
         } else {
             st->h1.state = H1F_OFF;
         }
@@ -1250,6 +1340,7 @@ int h1_response(void *ctx) {
     ok = ok && head_len && !j->te && j->total >= head_len && j->total - head_len <= body;
     if (!ok) {
         st->h1.state = H1F_OFF;
+        h1_flush(j->id, j->a.fd, st);
         __u64 id = j->id;
         struct args_t a = {};
         __builtin_memcpy(&a, (void *)&j->a, sizeof(a));

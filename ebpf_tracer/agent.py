@@ -44,6 +44,7 @@ _EXIT = events.EventType.PROC_EXIT
 _EXEC = events.EventType.PROC_EXEC
 _H1_RESP = events.EventType.H1_RESP
 _H1_RESP_INFO = events.H1_RESP
+_H1_RESP_SIZE = events.H1_RESP.size
 
 
 def descendants(pids: list[int]) -> set[int]:
@@ -232,10 +233,14 @@ class Agent:
                 self.resources.get(pid, comm)  # read /proc while the process lives
                 out = self.conns.on_open(pid, fd, gen, role, ts, info)
             elif etype == _H1_RESP:
-                _start, body, _head_len, status, minor, partial = _H1_RESP_INFO.unpack_from(
-                    buf, _HDR_SIZE)
+                (_start, body, _head_len, status, minor, partial, req_ts, req_pos, req_len,
+                 req_copied) = _H1_RESP_INFO.unpack_from(buf, _HDR_SIZE)
+                req = None
+                if req_copied:  # the request, held back to come with its response
+                    at = _HDR_SIZE + _H1_RESP_SIZE
+                    req = (req_pos, req_len, bytes(buf[at : at + req_copied]), req_ts)
                 out = self.conns.on_h1_response(pid, fd, gen, pos, length, ts, status, minor,
-                                                body, partial)
+                                                body, partial, req)
             elif etype == _CLOSE:
                 out = self.conns.on_close(pid, fd, gen, ts)
             elif etype == _EXEC:
@@ -246,6 +251,8 @@ class Agent:
                 return
             elif etype == _EXIT:
                 out = self.conns.on_process_exit(pid, ts)
+                if self.probes is not None:
+                    self.probes.drop_held_requests(pid)
                 self.tls.forget(pid)
                 self.resources.forget(pid)
                 if self.selector is not None:

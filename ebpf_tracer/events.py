@@ -63,10 +63,11 @@ OPEN_INFO = struct.Struct("<HHi16s16s")
 
 # struct seg_hdr: skip, len (EVF_SEGMENTS payloads).
 SEG = struct.Struct("<II")
-# struct h1_resp_info: start_ns, body, head_len, status, minor, partial (EVT_H1_RESP).
-H1_RESP = struct.Struct("<QQIHBB")
+# struct h1_resp_info: start_ns, body, head_len, status, minor, partial, req_ts,
+# req_pos, req_len, req_copied (EVT_H1_RESP; the request's bytes follow).
+H1_RESP = struct.Struct("<QQIHBBQQII")
 
-assert HDR.size == 56 and OPEN_INFO.size == 40 and SEG.size == 8 and H1_RESP.size == 24
+assert HDR.size == 56 and OPEN_INFO.size == 40 and SEG.size == 8 and H1_RESP.size == 48
 
 
 @dataclass(slots=True)

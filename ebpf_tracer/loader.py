@@ -255,6 +255,7 @@ class Probes:
             self._conns = self._maps["conns"]
             self._unmapped = self._maps["ssl_unmapped"]
             self._events = self._maps["events"]
+            self._held = self._maps["h1_holds"]
         except (KeyError, ValueError, OSError) as e:
             self.close()
             raise TracerError(f"the eBPF build handed back an unexpected set of objects "
@@ -338,6 +339,13 @@ class Probes:
             except OSError:  # EEXIST: it entered a traced syscall meanwhile
                 pass
         return n
+
+    def drop_held_requests(self, pid: int) -> None:
+        """`pid` exited: HTTP/1 requests the kernel held back for its responses
+        (tracer.c, h1_holds) will get none, and an exit closes no fd by close()."""
+        pid_field = self._conn_key["pid"]
+        for key in [k for k in self._held.keys() if _get(k, pid_field) == pid]:
+            self._held.delete(key)
 
     def exclude_pid(self, pid: int) -> None:
         """run mode: stop tracing a process until it execs another program."""

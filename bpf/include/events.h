@@ -106,6 +106,9 @@ struct open_info {
  * the body) and the connection goes back to a record per syscall for good,
  * at a message boundary, so the agent's parser takes over in step.
  *
+ * A held-back request comes with its response in the same record: one record
+ * per simple exchange.
+ *
  * EVT_H1_RESP: the header (ts_ns: the last response byte written; pos, len:
  * the response's stream bytes in the egress direction) then this. */
 struct h1_resp_info {
@@ -115,6 +118,14 @@ struct h1_resp_info {
     __u16 status;
     __u8 minor;      /* HTTP/1.minor */
     __u8 partial;    /* body ended early: 1 closed, 2 framing broke (more bytes, a request) */
-}; /* 24 bytes */
+    /* The request, when the kernel held it back to send with its response (a
+     * head of at most H1_HOLD bytes): its read's time, stream position and
+     * length; its req_copied bytes follow this struct. 0 copied: the request
+     * came before as an EVF_H1_REQ record. */
+    __u64 req_ts;
+    __u64 req_pos;
+    __u32 req_len;
+    __u32 req_copied;
+}; /* 48 bytes */
 
 #endif

@@ -189,15 +189,19 @@ class ConnManager:
         return cls(role)
 
     def on_h1_response(self, pid: int, fd: int, generation: int, pos: int, length: int,
-                       ts_ns: int, status: int, minor: int, body: int,
-                       partial: int) -> Emitted:
-        """A response the kernel framed (EVT_H1_RESP); its request came before."""
+                       ts_ns: int, status: int, minor: int, body: int, partial: int,
+                       req: tuple[int, int, bytes, int] | None = None) -> Emitted:
+        """A response the kernel framed (EVT_H1_RESP), with its request (pos,
+        length, bytes, ts) when the kernel held that back; else it came before."""
         key = (pid, fd)
         t = self._conns.get(key)
-        if t is None or t.meta.generation != generation or t.parser is None:
-            return self._take_pending([])  # its request never reached us
+        if t is None or t.meta.generation != generation:
+            return self._take_pending([])  # opened before us, or forgotten: no request
         self._conns.move_to_end(key)
-        recs = t.on_h1_response(pos, length, ts_ns, status, minor, body, partial)
+        if t.parser is None:
+            # The kernel frames only plain HTTP/1 exchanges it saw accepted.
+            t.parser = Http1Connection(Role.SERVER)
+        recs = t.on_h1_response(pos, length, ts_ns, status, minor, body, partial, req)
         meta = t.meta
         return self._take_pending([(meta, r) for r in recs])
 

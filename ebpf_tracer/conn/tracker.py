@@ -75,12 +75,27 @@ class ConnTracker:
         return fast(data, ts_ns)
 
     def on_h1_response(self, pos: int, length: int, ts_ns: int, status: int, minor: int,
-                       body: int, partial: int) -> list:
-        """A response the kernel framed: [pos, pos + length) of the egress stream."""
+                       body: int, partial: int,
+                       req: tuple[int, int, bytes, int] | None = None) -> list:
+        """A response the kernel framed: [pos, pos + length) of the egress stream;
+        `req` (pos, length, bytes, ts) its request when it comes along."""
         self.last_seen_ns = ts_ns
-        fast = getattr(self.parser, "fast_response", None)
         sp = self.pos[1]
-        out: list = []
+        if req is not None:
+            rpos, rlen, data, rts = req
+            rp = self.pos[0]
+            exchange = getattr(self.parser, "fast_exchange", None)
+            if (exchange is not None and (rp.expected < 0 or rpos == rp.expected)
+                    and (sp.expected < 0 or pos == sp.expected)):
+                # The common case: both streams in step, one call.
+                rp.expected = rpos + rlen
+                sp.expected = pos + length
+                return exchange(data, rts, status, minor, body, ts_ns, partial)
+            out: list = self.on_h1_request(rpos, rlen, data, rts)
+            self.last_seen_ns = ts_ns
+        else:
+            out = []
+        fast = getattr(self.parser, "fast_response", None)
         if sp.expected >= 0 and pos > sp.expected:
             self.gaps += 1  # records lost before it: the parser resyncs
             out += self.parser.gap(Direction.EGRESS, pos - sp.expected, ts_ns)

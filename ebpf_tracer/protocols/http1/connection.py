@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ...model import Direction, Role
 from .head import (
+    NONE,
     SKIP,
     STOP,
     SYNC_METHODS,
@@ -166,18 +167,42 @@ class Http1Connection:
         req = pending.popleft()
         if self._suspects:
             self._suspects -= 1
+        return [self._framed(req, status, minor, body, end_ns, partial)]
+
+    def fast_exchange(self, data: bytes, ts_ns: int, status: int, minor: int, body: int,
+                      end_ns: int, partial: int) -> list[Http1Record]:
+        """A whole exchange the kernel framed: a GET/HEAD head it held back and
+        its response's summary (EVT_H1_RESP with the request) in one record."""
+        end = len(data) - 3
+        if (not self._pending and self.role == Role.SERVER and not self._closed
+                and self._req.idle() and self._resp.idle()
+                and data.find(b"\n\r\n") == end and data.find(b"\n\n") < 0):
+            req = parse_head(data[:end], True)
+            if req is not None and req.method in SYNC_METHODS and request_framing(req) == NONE:
+                self._req.take_seen()
+                self._suspects = 0
+                req.start_ns = ts_ns
+                return [self._framed(req, status, minor, body, end_ns, partial)]
+        # Anything the shortcut does not vouch for goes the long way.
+        return self.fast_request(data, ts_ns) + self.fast_response(status, minor, body, end_ns,
+                                                                   partial)
+
+    def _framed(self, req: Message, status: int, minor: int, body: int, end_ns: int,
+                partial: int) -> Http1Record:
+        """The record of a request and a response the kernel framed (no response
+        head: of its fields only whether it had a Content-Length)."""
         why = None if not partial else ("response-truncated" if partial == 1
                                         else "response-body-lost")
         why = why or req.partial
-        headers = {} if status in (204, 304) else {"content-length": str(body)}
+        headers = _NO_FIELDS if status == 204 or status == 304 else {"content-length": str(body)}
         self.stats.records += 1
         if why is not None:
             self.stats.partial_records += 1
-        return [Http1Record(
+        return Http1Record(
             req.method, req.target, req.version, req.headers,
-            status, f"1.{minor}", headers, req.body_size, body,
-            req.start_ns, max(end_ns, req.start_ns), why,
-        )]
+            status, _VERSIONS[minor] if minor < 10 else f"1.{minor}", headers, req.body_size,
+            body, req.start_ns, max(end_ns, req.start_ns), why,
+        )
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> list[Http1Record]:
         out: list[Http1Record] = []
@@ -310,6 +335,10 @@ class Http1Connection:
 
     def _on_response_lost(self) -> None:
         self._suspects = len(self._pending)
+
+
+_NO_FIELDS: dict[str, str] = {}  # shared, read-only
+_VERSIONS = tuple(f"1.{minor}" for minor in range(10))
 
 
 def _ignore(msg: Message) -> None:

@@ -143,6 +143,14 @@ class MessageParser:
             else:
                 pos = self._chunk_line(data, pos, ts, buflen)
 
+    def idle(self) -> bool:
+        """Between messages, with nothing buffered."""
+        return self._state == _HEAD and not self._buf
+
+    def take_seen(self) -> None:
+        """A whole bodyless message went by, framed elsewhere."""
+        self._seen = True
+
     def take_head(self, msg: Message) -> bool:
         """A whole head parsed elsewhere (the kernel vouched for its bounds):
         frame it as if its bytes had been fed. False unless between messages."""
