@@ -28,7 +28,7 @@ def _common(f: Callable) -> Callable:
         click.option("--ready-file", default=None, metavar="PATH",
                      help="Created once probes are attached; traffic from then on is seen."),
         click.option("--max-copy", default=2048, show_default=True, type=int,
-                     help="Payload bytes copied per syscall (power of two, 256-16384)."),
+                     help="Payload bytes copied per syscall (power of two, 256-8192)."),
         click.option("--ringbuf-mb", default=16, show_default=True, type=int,
                      expose_value=False, callback=_agent_option,
                      help="Ring buffer size in MiB (power of two, 1-1024): how long a "

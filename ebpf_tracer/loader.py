@@ -76,9 +76,14 @@ def kernel_headers() -> Path | None:
     return None
 
 
+MAX_COPY_LIMIT = 8192  # per-CPU record buffers hold 2 x max-copy + tail: the kernel caps
+# a per-CPU map value at 32 KiB, so 16384 fails at load time
+
+
 def _check_max_copy(n: int) -> None:
-    if n < 256 or n > 16384 or n & (n - 1):
-        raise TracerError(f"--max-copy must be a power of two between 256 and 16384, got {n}")
+    if n < 256 or n > MAX_COPY_LIMIT or n & (n - 1):
+        raise TracerError(f"--max-copy must be a power of two between 256 and "
+                          f"{MAX_COPY_LIMIT}, got {n}")
 
 
 def _main_source(path: Path) -> str:

@@ -96,6 +96,19 @@ def test_ringbuf_size_flag_sizes_the_kernel_ring(start_agent, receiver, python_s
     assert bad.returncode == 2 and "power of two between 1 and 1024" in bad.stderr
 
 
+def test_the_largest_copy_size_loads_and_a_larger_one_is_refused(start_agent, receiver,
+                                                                 python_server):
+    srv, port = python_server
+    agent = start_agent("attach", "--pid", str(srv.pid), "--max-copy", "8192")
+    assert curl(f"http://127.0.0.1:{port}/hello.txt").stdout.strip() == "200"
+    assert len(of_pid(receiver, srv.pid, 1)) == 1
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    bad = subprocess.run([str(TRACER), "attach", "--pid", str(srv.pid), "--max-copy", "16384"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "power of two between 256 and 8192" in bad.stderr, bad.stderr
+
+
 def test_a_failed_build_says_why(capfd) -> None:
     """A build error (here: a ring buffer that is not a power-of-2 pages) comes
     back as the in-process compile said it: BCC's own lines, then ours."""
