@@ -87,12 +87,8 @@ def test_ringbuf_size_flag_sizes_the_kernel_ring(start_agent, receiver, python_s
     agent = start_agent("attach", "--pid", str(srv.pid), "--ringbuf-mb", "2")
     # One map (Python's mmap keeps a dup of the fd for each of the ring's two mappings).
     assert set(_ringbuf_sizes(agent.proc.pid)) == {2 << 20}
-    assert curl(f"http://127.0.0.1:{port}/hello.txt").stdout.strip() == "200"
-    assert len(of_pid(receiver, srv.pid, 1)) == 1
-    rc, _, err = agent.stop()
-    assert rc == 0, err
-    bad = subprocess.run([str(TRACER), "attach", "--pid", str(srv.pid), "--ringbuf-mb", "3"],
-                         capture_output=True, text=True, timeout=30)
+    _traces_a_request_and_stops(agent, receiver, srv, port)
+    bad = _attach_refused(srv, "--ringbuf-mb", "3")
     assert bad.returncode == 2 and "power of two between 1 and 1024" in bad.stderr
 
 
@@ -100,13 +96,22 @@ def test_the_largest_copy_size_loads_and_a_larger_one_is_refused(start_agent, re
                                                                  python_server):
     srv, port = python_server
     agent = start_agent("attach", "--pid", str(srv.pid), "--max-copy", "8192")
+    _traces_a_request_and_stops(agent, receiver, srv, port)
+    bad = _attach_refused(srv, "--max-copy", "16384")
+    assert bad.returncode != 0 and "power of two between 256 and 8192" in bad.stderr, bad.stderr
+
+
+def _traces_a_request_and_stops(agent, receiver, srv, port: int) -> None:
     assert curl(f"http://127.0.0.1:{port}/hello.txt").stdout.strip() == "200"
     assert len(of_pid(receiver, srv.pid, 1)) == 1
     rc, _, err = agent.stop()
     assert rc == 0, err
-    bad = subprocess.run([str(TRACER), "attach", "--pid", str(srv.pid), "--max-copy", "16384"],
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and "power of two between 256 and 8192" in bad.stderr, bad.stderr
+
+
+def _attach_refused(srv, *flags: str) -> subprocess.CompletedProcess:
+    """`attach` with a flag value it must refuse."""
+    return subprocess.run([str(TRACER), "attach", "--pid", str(srv.pid), *flags],
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_a_failed_build_says_why(capfd) -> None:
