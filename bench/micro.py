@@ -78,12 +78,15 @@ def pipeline(n: int, rounds: int = 5, kernel_framed: bool = False) -> tuple[floa
     for _ in range(rounds):
         a = Agent(Config(), exporter=_NullExporter())
         spans = []
-        a.batcher.on_end = spans.append
+        a.batcher.on_end_many = spans.extend
         a.resources.get(100)
         recs = records(n, kernel_framed=kernel_framed)
         t = time.perf_counter()
-        for m in recs:
+        for i, m in enumerate(recs, 1):
             a._on_record(m)
+            if not i % 64:  # as the poll loop does once per poll
+                a.flush_spans()
+        a.flush_spans()
         per.append((time.perf_counter() - t) / n * 1e6)
         assert len(spans) == n and a.decode_errors == 0, (len(spans), a.decode_errors)
     return statistics.median(per), spans

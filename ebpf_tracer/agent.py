@@ -25,6 +25,7 @@ from .export.batcher import BatchSpanProcessor
 from .export.config import BspConfig
 from .loader import LoaderConfig, Probes
 from .metrics import ParserTotals, snapshot
+from .model import Span
 from .protocols.http1 import Http1Record
 from .resources import ResourceCache
 from .selection import SelectionConfig, Selector, State
@@ -111,6 +112,9 @@ class Agent:
         self.clock_offset_ns = time.time_ns() - time.monotonic_ns()
         self._comms: dict[int, str] = {}
         self.spans_produced = 0
+        # Spans made since the last poll: handed to the batcher together (one lock
+        # per poll, not one per span) by flush_spans().
+        self._ready: list[Span] = []
         self.events_seen = 0
         self.decode_errors = 0
         # Spans with a field the traffic did not tell (metrics: spans_unknown_fields).
@@ -267,7 +271,7 @@ class Agent:
             log.debug("record dropped", exc_info=True)
 
     def _emit(self, out: Emitted) -> None:
-        selector, resources, on_end = self.selector, self.resources, self.batcher.on_end
+        selector, resources, on_end = self.selector, self.resources, self._ready.append
         offset = self.clock_offset_ns
         for meta, rec in out:
             if selector is not None and not selector.allows(meta):
@@ -279,6 +283,19 @@ class Agent:
                     or (type(rec) is not Http1Record and rec.unknown_fields)):
                 self._count_unknown(rec, meta)
             on_end(span)
+
+    def flush_spans(self) -> None:
+        """Queue the spans made since the last call for export."""
+        if self._ready:
+            ready, self._ready = self._ready, []
+            self.batcher.on_end_many(ready)
+
+    def poll(self, timeout_ms: int = 100) -> int:
+        """Consume the ring buffer (waiting up to `timeout_ms` for a record) and
+        queue the spans it made; returns how many records were handled."""
+        n = self.probes.poll(timeout_ms)
+        self.flush_spans()
+        return n
 
     def _count_unknown(self, rec, meta) -> None:  # noqa: ANN001
         self.spans_unknown_status += rec.status is None
@@ -306,7 +323,7 @@ class Agent:
         gc.freeze()
         gc.set_threshold(20000, 20, 20)
         while not self._stop:
-            self.probes.poll(100)
+            self.poll(100)
             self.tls.tick()
             now = time.monotonic()
             if until is not None and now - last_until >= 0.2:  # reads /proc: not per poll
@@ -367,6 +384,7 @@ class Agent:
             except Exception:  # noqa: BLE001 - detaching matters more
                 pass
         self._emit(self.conns.flush_all(time.monotonic_ns()))
+        self.flush_spans()
         if self.pod_watcher is not None:
             self.pod_watcher.stop()
         self.batcher.shutdown(timeout_s)

@@ -407,7 +407,7 @@ def _drain(agent, quiet_s: float = 0.2, max_s: float = 2.0) -> None:  # noqa: AN
     last = -1
     while time.monotonic() < deadline and agent.events_seen != last:
         last = agent.events_seen
-        agent.probes.poll(int(quiet_s * 1000))
+        agent.poll(int(quiet_s * 1000))
 
 
 @main.command()

@@ -56,7 +56,7 @@ def run_demo() -> int:
         agent.run(until=lambda: client.poll() is not None)
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
-            agent.probes.poll(100)
+            agent.poll(100)
     finally:
         server.proc.terminate()
         server.wait(5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .model import AttrValue, ConnMeta, Resource, Role, Span, SpanKind, StatusCode
+from .model import AttrGroup, AttrValue, ConnMeta, Resource, Role, Span, SpanKind, StatusCode
 from .protocols.http1 import Http1Record
 from .protocols.http1.head import KNOWN_METHODS
 from .protocols.http2 import Http2Record
@@ -28,20 +28,18 @@ def http1_span(
     headers = record.request_headers
     host_header = headers.get("host")
     # What the request alone decides (name, method, URL, origin) is the same for
-    # every repeat of a request: computed once per distinct request, then copied.
+    # every repeat of a request: computed once per distinct request, then shared.
     key = (record.method, record.target, host_header, client, conn.tls,
            None if host_header else (conn.peer_addr, conn.peer_port) if client
            else (conn.local_addr, conn.local_port))
     part = _REQUEST_PART.get(key)
     if part is None:
-        if len(_REQUEST_PART) >= _REQUEST_PART_MAX:
+        if len(_REQUEST_PART) >= _GROUPS_MAX:
             _REQUEST_PART.clear()
-        part = _REQUEST_PART[key] = _request_part(record, conn, client, host_header)
-    name, base = part
-    attrs: dict[str, AttrValue] = base.copy()
-    _peer_attrs(attrs, conn, client)
-    attrs["network.protocol.version"] = record.request_version
-
+        name, base = _request_part(record, conn, client, host_header)
+        part = _REQUEST_PART[key] = (name, AttrGroup(base))
+    name, request_group = part
+    attrs: dict[str, AttrValue] = {"network.protocol.version": record.request_version}
     status = record.status
     if status is not None:
         attrs["http.response.status_code"] = status
@@ -71,7 +69,22 @@ def http1_span(
         resource=resource,
         attributes=attrs,
         status_code=status_code,
+        shared=(request_group, _peer_group(conn, client)),
     )
+
+
+def _peer_group(conn: ConnMeta, client: bool) -> AttrGroup:
+    """The peer attributes of a connection's spans, shared by its spans (and any
+    other connection's from the same address and port)."""
+    key = (conn.peer_addr, conn.peer_port, client)
+    group = _PEER_PART.get(key)
+    if group is None:
+        if len(_PEER_PART) >= _GROUPS_MAX:
+            _PEER_PART.clear()
+        attrs: dict[str, AttrValue] = {}
+        _peer_attrs(attrs, conn, client)
+        group = _PEER_PART[key] = AttrGroup(attrs)
+    return group
 
 
 def _peer_attrs(attrs: dict[str, AttrValue], conn: ConnMeta, client: bool) -> None:
@@ -88,9 +101,11 @@ def _peer_attrs(attrs: dict[str, AttrValue], conn: ConnMeta, client: bool) -> No
 
 
 # Request-derived span parts by (method, target, Host, client?, TLS?, fallback
-# origin): bounded, cleared when full; holds only strings already in spans.
-_REQUEST_PART: dict[tuple, tuple[str, dict[str, AttrValue]]] = {}
-_REQUEST_PART_MAX = 4096
+# origin), and peer attributes by (address, port, client?): bounded, cleared when
+# full; they hold only strings already in spans.
+_REQUEST_PART: dict[tuple, tuple[str, AttrGroup]] = {}
+_PEER_PART: dict[tuple, AttrGroup] = {}
+_GROUPS_MAX = 4096
 
 
 def _request_part(record: Http1Record, conn: ConnMeta, client: bool,

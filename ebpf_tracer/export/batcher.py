@@ -146,6 +146,26 @@ class BatchSpanProcessor:
         if batch_ready and not self._wake.is_set():
             self._wake.set()
 
+    def on_end_many(self, spans: list[Span]) -> None:
+        """Queue ``spans`` in order, as on_end does one by one, under one lock."""
+        with self._lock:
+            if self._stopping:
+                self._count_drop(DROP_AFTER_SHUTDOWN, len(spans))
+                return
+            queue = self._queue
+            queue.extend(spans)
+            self.stats.spans_queued += len(spans)
+            over = len(queue) - self.max_queue_size
+            if over > 0:
+                for _ in range(over):
+                    queue.popleft()
+                self._count_drop(DROP_QUEUE_FULL, over)
+            batch_ready = len(queue) >= self.max_export_batch_size
+        if over > 0:
+            self._warn_queue_full()
+        if batch_ready and not self._wake.is_set():
+            self._wake.set()
+
     @property
     def queue_length(self) -> int:
         """Spans waiting in the queue (not counting a batch being exported)."""

@@ -95,7 +95,12 @@ def encode_request_bytes(spans: Sequence[Span]) -> bytes:
             append = parts.append
             if span.parent_span_id:
                 append(wire.field(_PARENT_SPAN_ID, span.parent_span_id))
-            for key, value in span.attributes.items():
+            for group in span.shared:
+                encoded = group.encoded
+                if encoded is None:  # a race with another encoder only encodes twice
+                    encoded = group.encoded = wire.attributes(_ATTRIBUTE, group.items.items())
+                append(encoded)
+            for key, value in span.own_attributes.items():
                 value_type = type(value)
                 if value_type is str or value_type is int:
                     append(attributes[key][value])

@@ -9,6 +9,7 @@ type, lists and tuples as arrays, anything else as ``str(value)``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -136,8 +137,9 @@ def key_value_field(tag: bytes, key: str, value: object) -> bytes:
     return field(tag, _keys[key])
 
 
-def attributes(tag: bytes, items: tuple[tuple[str, object], ...]) -> bytes:
-    """KeyValue fields for ``items``, uncached (resources: cached whole by the caller)."""
+def attributes(tag: bytes, items: Iterable[tuple[str, object]]) -> bytes:
+    """KeyValue fields for ``items``, uncached (resources and attribute groups: cached
+    whole by the caller)."""
     return b"".join([key_value_field(tag, key, value) for key, value in items])
 
 

@@ -95,18 +95,28 @@ def test_a_partial_batch_goes_out_after_the_schedule_delay() -> None:
     processor.shutdown()
 
 
-def test_on_end_never_blocks_and_drops_the_oldest_when_full() -> None:
+def queue_spans(processor: BatchSpanProcessor, spans: list[Span], many: bool) -> None:
+    """One by one (on_end), or in the odd-sized runs the agent's polls make."""
+    if not many:
+        for span in spans:
+            processor.on_end(span)
+        return
+    for at in range(0, len(spans), 37):
+        processor.on_end_many(spans[at : at + 37])
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["on_end", "on_end_many"])
+def test_on_end_never_blocks_and_drops_the_oldest_when_full(many: bool) -> None:
     exporter = RecordingExporter()
     exporter.release.clear()  # the collector hangs
     processor = BatchSpanProcessor(exporter, max_queue_size=100, max_export_batch_size=10,
                                    schedule_delay_s=60)
-    for i in range(10):  # the first batch goes to the (stuck) exporter
-        processor.on_end(make_span(i))
+    queue_spans(processor, [make_span(i) for i in range(10)], many)  # to the stuck exporter
     assert exporter.entered.wait(5)
 
+    spans = [make_span(i) for i in range(10, 100_010)]
     started = time.perf_counter()
-    for i in range(10, 100_010):
-        processor.on_end(make_span(i))
+    queue_spans(processor, spans, many)
     elapsed = time.perf_counter() - started
 
     assert elapsed < 2.0, f"on_end took {elapsed:.2f}s for 100k spans with a stuck exporter"
@@ -132,7 +142,8 @@ def test_shutdown_flushes_then_shuts_the_exporter_down() -> None:
     assert processor.stats.spans_exported == 50
 
     processor.on_end(make_span(99))  # too late: counted, not exported
-    assert processor.stats.spans_dropped == {DROP_AFTER_SHUTDOWN: 1}
+    processor.on_end_many([make_span(100), make_span(101)])
+    assert processor.stats.spans_dropped == {DROP_AFTER_SHUTDOWN: 3}
     processor.shutdown()  # idempotent
     assert exporter.shutdown_calls == 1
 

@@ -15,7 +15,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from ebpf_tracer.export import encoder, wire
 from ebpf_tracer.export.encoder import SCOPE_NAME, SCOPE_VERSION, encode_request_bytes
-from ebpf_tracer.model import AttrValue, ConnMeta, Resource, Role, Span, SpanKind, StatusCode
+from ebpf_tracer.model import (
+    AttrGroup,
+    AttrValue,
+    ConnMeta,
+    Resource,
+    Role,
+    Span,
+    SpanKind,
+    StatusCode,
+)
 from ebpf_tracer.protocols.http1 import Http1Record
 from ebpf_tracer.protocols.http2 import Http2Record
 from ebpf_tracer.spans import http1_span, http2_span
@@ -313,6 +322,10 @@ def _spans(draw: st.DrawFn, resources: list[dict]) -> Span:
         trace_id=draw(_ids),
         span_id=draw(st.binary(min_size=8, max_size=8) | st.binary(max_size=10)),
         parent_span_id=draw(st.just(b"") | st.binary(max_size=10)),
+        # Groups shared between spans (their keys never repeat the span's own).
+        shared=tuple(AttrGroup({f"group{i}.{k}": v for k, v in d.items()}) for i, d in
+                     enumerate(draw(st.lists(st.dictionaries(_keys, _values, max_size=4),
+                                             max_size=2)))),
     )
 
 
