@@ -29,7 +29,7 @@ from .model import Span
 from .protocols.http1 import Http1Record
 from .resources import ResourceCache
 from .selection import SelectionConfig, Selector, State
-from .spans import record_span
+from .spans import http1_span, record_span
 from .tls import TlsWatcher
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,8 @@ class Agent:
         for meta, rec in out:
             if selector is not None and not selector.allows(meta):
                 continue
-            span = record_span(rec, meta, resources.get(meta.pid), clock_offset_ns=offset)
+            span = (http1_span if type(rec) is Http1Record else record_span)(
+                rec, meta, resources.get(meta.pid), offset)
             self.spans_produced += 1
             # (An HTTP/2 connection may hand back Http1Records, which have no unknown_fields.)
             if (rec.status is None or rec.partial or meta.peer_addr is None

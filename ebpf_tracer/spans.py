@@ -15,16 +15,21 @@ from .protocols.http1.head import KNOWN_METHODS
 from .protocols.http2 import Http2Record
 from .protocols.http2 import grpc as g
 
+# Enum members as module constants: an attribute lookup on an Enum class costs
+# ~0.15 us in Python 3.11, several per span.
+_CLIENT, _SERVER = SpanKind.CLIENT, SpanKind.SERVER
+_ROLE_CLIENT = Role.CLIENT
+_UNSET, _ERROR = StatusCode.UNSET, StatusCode.ERROR
 _DEFAULT_PORT = {"http": 80, "https": 443}
 # Query keys whose values the conventions say to redact (signed URLs).
 _SENSITIVE_QUERY_KEYS = frozenset({"AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature"})
 
 
 def http1_span(
-    record: Http1Record, conn: ConnMeta, resource: Resource, *, clock_offset_ns: int = 0
+    record: Http1Record, conn: ConnMeta, resource: Resource, clock_offset_ns: int = 0
 ) -> Span:
     """Build the span of one HTTP/1 exchange. An UNKNOWN role is treated as SERVER."""
-    client = conn.role == Role.CLIENT
+    client = conn.role == _ROLE_CLIENT
     headers = record.request_headers
     host_header = headers.get("host")
     # What the request alone decides (name, method, URL, origin) is the same for
@@ -56,21 +61,14 @@ def http1_span(
     if record.partial:
         attrs["ebpf_tracer.partial"] = record.partial
 
-    status_code = StatusCode.UNSET
+    status_code = _UNSET
     if status is not None and status >= (400 if client else 500):
-        status_code = StatusCode.ERROR
+        status_code = _ERROR
         attrs["error.type"] = str(status)
 
-    return Span(
-        name=name,
-        kind=SpanKind.CLIENT if client else SpanKind.SERVER,
-        start_time_ns=record.start_ns + clock_offset_ns,
-        end_time_ns=record.end_ns + clock_offset_ns,
-        resource=resource,
-        attributes=attrs,
-        status_code=status_code,
-        shared=(request_group, _peer_group(conn, client)),
-    )
+    return Span(name, _CLIENT if client else _SERVER, record.start_ns + clock_offset_ns,
+                record.end_ns + clock_offset_ns, resource, attrs, status_code,
+                shared=(request_group, _peer_group(conn, client)))
 
 
 def _peer_group(conn: ConnMeta, client: bool) -> AttrGroup:
@@ -225,7 +223,7 @@ _GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})
 
 
 def record_span(
-    record: Http1Record | Http2Record, conn: ConnMeta, resource: Resource, *,
+    record: Http1Record | Http2Record, conn: ConnMeta, resource: Resource,
     clock_offset_ns: int = 0,
 ) -> Span:
     """The span of any protocol record (an Http2Connection may hand back HTTP/1 ones)."""
@@ -242,7 +240,7 @@ def http2_span(
     Fields the record could not decode (joined mid-connection) are left out and named in
     ``ebpf_tracer.unknown_fields``. An UNKNOWN role is treated as SERVER.
     """
-    client = conn.role == Role.CLIENT
+    client = conn.role == _ROLE_CLIENT
     attrs: dict[str, AttrValue] = {}
     host, port, explicit_port = _h2_origin(record, conn, client)
     if record.is_grpc:
@@ -261,7 +259,7 @@ def http2_span(
         attrs["ebpf_tracer.unknown_fields"] = ",".join(sorted(record.unknown_fields))
     return Span(
         name=name,
-        kind=SpanKind.CLIENT if client else SpanKind.SERVER,
+        kind=_CLIENT if client else _SERVER,
         start_time_ns=record.start_ns + clock_offset_ns,
         end_time_ns=record.end_ns + clock_offset_ns,
         resource=resource,

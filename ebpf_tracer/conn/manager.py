@@ -203,7 +203,8 @@ class ConnManager:
             t.parser = Http1Connection(Role.SERVER)
         recs = t.on_h1_response(pos, length, ts_ns, status, minor, body, partial, req)
         meta = t.meta
-        return self._take_pending([(meta, r) for r in recs])
+        out = [(meta, recs[0])] if len(recs) == 1 else [(meta, r) for r in recs]
+        return self._take_pending(out) if self._pending else out
 
     def on_close(self, pid: int, fd: int, generation: int, ts_ns: int) -> Emitted:
         t = self._conns.get((pid, fd))

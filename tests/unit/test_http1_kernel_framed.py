@@ -9,7 +9,7 @@ import re
 import pytest
 
 from ebpf_tracer.model import ConnMeta, Role
-from ebpf_tracer.protocols.http1 import Http1Connection
+from ebpf_tracer.protocols.http1 import Http1Connection, connection
 from ebpf_tracer.spans import http1_span
 from tests.unit.http1_util import IN, OUT, load_capture, replay
 
@@ -91,9 +91,15 @@ def _same(framed: list, parsed: list) -> None:
 @pytest.mark.parametrize("hold", [False, True])
 def test_nginx_records_equal_the_parsed_ones(hold):
     parsed, _ = replay(load_capture("nginx_keepalive"))
-    framed, conn = _kernel_framed("nginx_keepalive", hold)
-    _same(framed, parsed)
-    assert conn.stats.records == len(parsed) and conn.stats.parse_errors == 0
+    connection._FAST_HEADS.clear()
+    # Twice: first parsing each held request, then from the cache of exchange heads.
+    cached = []
+    for _ in range(2):
+        framed, conn = _kernel_framed("nginx_keepalive", hold)
+        _same(framed, parsed)
+        assert conn.stats.records == len(parsed) and conn.stats.parse_errors == 0
+        cached.append(dict(connection._FAST_HEADS))
+    assert cached[0] == cached[1] and bool(cached[0]) == hold
 
 
 @pytest.mark.parametrize("hold", [False, True])
@@ -103,15 +109,21 @@ def test_node_chunked_responses_go_to_the_parser_after_a_framed_request(hold):
     _same(framed, parsed)
 
 
-def test_an_exchange_the_shortcut_does_not_vouch_for_goes_the_long_way():
-    conn = Http1Connection(Role.SERVER)
+@pytest.mark.parametrize("seen", [False, True], ids=["first", "remembered"])
+def test_an_exchange_the_shortcut_does_not_vouch_for_goes_the_long_way(seen):
     two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    with_body = b"GET /q HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
+    connection._FAST_HEADS.clear()
+    if seen:  # the cache of exchange heads remembers them as not simple
+        Http1Connection(Role.SERVER).fast_exchange(two, 1, 200, 1, 2, 2, 0)
+        Http1Connection(Role.SERVER).fast_exchange(with_body, 1, 200, 1, 2, 2, 0)
+        assert connection._FAST_HEADS == {two: (), with_body: ()}
+    conn = Http1Connection(Role.SERVER)
     out = conn.fast_exchange(two, 1, 200, 1, 2, 2, 0)  # two heads: /b stays pending
     out += conn.fast_response(404, 1, 0, 3, 0)
     assert [(r.target, r.status) for r in out] == [("/a", 200), ("/b", 404)]
     # A body announced, answered before it came (as the parser would report it);
     # the body that follows is framed as one, not taken for a request.
-    with_body = b"GET /q HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
     out = conn.fast_exchange(with_body, 4, 400, 1, 0, 5, 0)
     assert [(r.target, r.status, r.request_body_size) for r in out] == [("/q", 400, 0)]
     assert conn.feed(IN, b"abc", 6) == [] and conn.stats.parse_errors == 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ...model import Direction, Role
 from .head import (
+    HEAD_CACHE_BYTES,
     NONE,
     SKIP,
     STOP,
@@ -140,7 +141,7 @@ class Http1Connection:
         msg = None
         end = len(data) - 3
         # One head, ending where the parser would end it (a first empty line).
-        if (self.role == Role.SERVER and data.find(b"\n\r\n") == end
+        if (self.role == _SERVER and data.find(b"\n\r\n") == end
                 and data.find(b"\n\n") < 0):
             msg = parse_head(data[:end], True)  # the bytes _head would pass
         if msg is not None and msg.method in SYNC_METHODS:
@@ -158,7 +159,7 @@ class Http1Connection:
     def fast_response(self, status: int, minor: int, body: int, end_ns: int,
                       partial: int) -> list[Http1Record]:
         """A response the kernel framed (EVT_H1_RESP): its status and body size."""
-        if self._closed or self.role != Role.SERVER:
+        if self._closed or self.role != _SERVER:
             return []
         pending = self._pending
         if not pending:
@@ -173,16 +174,26 @@ class Http1Connection:
                       end_ns: int, partial: int) -> list[Http1Record]:
         """A whole exchange the kernel framed: a GET/HEAD head it held back and
         its response's summary (EVT_H1_RESP with the request) in one record."""
-        end = len(data) - 3
-        if (not self._pending and self.role == Role.SERVER and not self._closed
-                and self._req.idle() and self._resp.idle()
-                and data.find(b"\n\r\n") == end and data.find(b"\n\n") < 0):
-            req = parse_head(data[:end], True)
-            if req is not None and req.method in SYNC_METHODS and request_framing(req) == NONE:
+        if (not self._pending and not self._closed and self.role == _SERVER
+                and self._req.idle() and self._resp.idle()):
+            head = _FAST_HEADS.get(data)
+            if head is None:
+                head = _fast_head(data)
+            if head:
                 self._req.take_seen()
                 self._suspects = 0
-                req.start_ns = ts_ns
-                return [self._framed(req, status, minor, body, end_ns, partial)]
+                method, target, version, headers = head
+                self.stats.records += 1
+                why = None if not partial else ("response-truncated" if partial == 1
+                                                else "response-body-lost")
+                if why is not None:
+                    self.stats.partial_records += 1
+                return [Http1Record(
+                    method, target, version, headers, status,
+                    _VERSIONS[minor] if minor < 10 else f"1.{minor}",
+                    _NO_FIELDS if status == 204 or status == 304 else {"content-length": str(body)},
+                    0, body, ts_ns, end_ns if end_ns > ts_ns else ts_ns, why,
+                )]
         # Anything the shortcut does not vouch for goes the long way.
         return self.fast_request(data, ts_ns) + self.fast_response(status, minor, body, end_ns,
                                                                    partial)
@@ -338,6 +349,32 @@ class Http1Connection:
 
 
 _NO_FIELDS: dict[str, str] = {}  # shared, read-only
+_SERVER = Role.SERVER  # a module constant: Enum class attribute lookups are slow
+
+# Exchange requests by their exact bytes (head and blank line): (method, target,
+# version, headers) of a bodyless GET/HEAD the parser would end exactly there, or
+# () if it is not one. Repeated heads (a client polling one URL) then cost a dict
+# lookup; heads that differ every time (trace context, cookies) pay the parse
+# anyway. Bounded like parse_head's cache; the headers dict is shared, read-only.
+_FAST_HEADS: dict[bytes, tuple] = {}
+_FAST_HEADS_MAX = 512
+
+
+def _fast_head(data: bytes) -> tuple:
+    """Parse (and remember) a held-back request for fast_exchange."""
+    head: tuple = ()
+    end = len(data) - 3
+    # One head, ending where the parser would end it (a first empty line).
+    if data.find(b"\n\r\n") == end and data.find(b"\n\n") < 0:
+        req = parse_head(data[:end], True)
+        if (req is not None and req.method in SYNC_METHODS and request_framing(req) == NONE
+                and req.partial is None):
+            head = (req.method, req.target, req.version, req.headers)
+    if len(data) <= HEAD_CACHE_BYTES:
+        if len(_FAST_HEADS) >= _FAST_HEADS_MAX:
+            _FAST_HEADS.clear()
+        _FAST_HEADS[data] = head
+    return head
 _VERSIONS = tuple(f"1.{minor}" for minor in range(10))
 
 
