@@ -41,9 +41,19 @@ class _NullExporter:
         pass
 
 
-def records(n: int, conns: int = 8, kernel_framed: bool = False) -> list[memoryview]:
+def _request(i: int, unique: bool) -> bytes:
+    """REQ, or with a traceparent of its own (as an instrumented client sends):
+    no two heads alike, so no head cache ever hits."""
+    if not unique:
+        return REQ
+    return REQ[:-2] + b"traceparent: 00-%032x-%016x-01\r\n\r\n" % (i + 1, i + 1)
+
+
+def records(n: int, conns: int = 8, kernel_framed: bool = False,
+            unique: bool = False) -> list[memoryview]:
     """Both records of each exchange; `kernel_framed`: the one record the kernel
-    sends for a simple exchange it frames itself (EVT_H1_RESP with the request)."""
+    sends for a simple exchange it frames itself (EVT_H1_RESP with the request);
+    `unique`: every request head different."""
     # Each connection opens first (accept: the peer's address), as in the kernel.
     out = [memoryview(events.HDR.pack(events.EventType.OPEN, 0, 2, 0, 100, 100, 5 + c, 1,
                                       900, 0, 0, 0, 0, 0)
@@ -55,24 +65,26 @@ def records(n: int, conns: int = 8, kernel_framed: bool = False) -> list[memoryv
     for i in range(n):
         c = i % conns
         p = pos[c]
+        req = _request(i, unique)
         if kernel_framed:  # one record: the response's summary, its request held back
             out.append(memoryview(
                 events.HDR.pack(events.EventType.H1_RESP, 1, 2, 0, 100, 100, 5 + c, 1,
                                 1005 + i * 10, p[1], len(RESP), 0, 0, 0)
                 + events.H1_RESP.pack(1003 + i * 10, len(RESP) - head_len, head_len, 200, 1, 0,
-                                      1000 + i * 10, p[0], len(REQ), len(REQ)) + REQ))
-            p[0] += len(REQ)
+                                      1000 + i * 10, p[0], len(req), len(req)) + req))
+            p[0] += len(req)
         else:
             out.append(memoryview(events.HDR.pack(1, 0, 2, 0, 100, 100, 5 + c, 1, 1000 + i * 10,
-                                                  p[0], len(REQ), len(REQ), 0, 0) + REQ))
-            p[0] += len(REQ)
+                                                  p[0], len(req), len(req), 0, 0) + req))
+            p[0] += len(req)
             out.append(memoryview(events.HDR.pack(1, 1, 2, 0, 100, 100, 5 + c, 1, 1005 + i * 10,
                                                   p[1], len(RESP), len(RESP), 0, 0) + RESP))
         p[1] += len(RESP)
     return out
 
 
-def pipeline(n: int, rounds: int = 5, kernel_framed: bool = False) -> tuple[float, list]:
+def pipeline(n: int, rounds: int = 5, kernel_framed: bool = False,
+             unique: bool = False) -> tuple[float, list]:
     per = []
     spans: list = []
     for _ in range(rounds):
@@ -80,7 +92,7 @@ def pipeline(n: int, rounds: int = 5, kernel_framed: bool = False) -> tuple[floa
         spans = []
         a.batcher.on_end_many = spans.extend
         a.resources.get(100)
-        recs = records(n, kernel_framed=kernel_framed)
+        recs = records(n, kernel_framed=kernel_framed, unique=unique)
         t = time.perf_counter()
         for i, m in enumerate(recs, 1):
             a._on_record(m)
@@ -105,13 +117,16 @@ def encode(spans: list, rounds: int = 5) -> float:
 def main(n: int = 20000) -> dict:
     pipe_us, spans = pipeline(n)
     framed_us, _ = pipeline(n, kernel_framed=True)
+    unique_us, _ = pipeline(n, kernel_framed=True, unique=True)
     enc_us = encode(spans)
     rows = [["http1 record->span (us/request)", pipe_us],
             ["http1 kernel-framed record->span (us/request)", framed_us],
+            ["... every request head different (traceparent)", unique_us],
             ["otlp encode (us/span, batch 512)", enc_us],
             ["sum, kernel-framed (us/request)", framed_us + enc_us]]
     result = {"requests": n, "http1_pipeline_us_per_request": pipe_us,
               "http1_kernel_framed_us_per_request": framed_us,
+              "http1_kernel_framed_unique_heads_us_per_request": unique_us,
               "otlp_encode_us_per_span": enc_us}
     try:
         from bench import http2_parser as h2
