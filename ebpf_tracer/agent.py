@@ -379,6 +379,7 @@ class Agent:
     def shutdown(self, timeout_s: float | None = None) -> None:
         """Drain the ring buffer, flush open connections and spans (within
         ``timeout_s``, default OTEL_BSP_EXPORT_TIMEOUT), detach."""
+        cpusched.leave()  # the last drain and flush at a normal share of CPU
         if self.probes:
             try:
                 self.probes.poll(0)

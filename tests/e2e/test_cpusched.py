@@ -1,0 +1,55 @@
+"""Where the agent runs: an idle cpu cgroup by default (a woken application always
+preempts it), while the commands it launches run where the agent started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from ebpf_tracer.cpusched import IDLE_CGROUP, cpu_cgroup_dir
+from tests.e2e.conftest import TRACER, curl
+from tests.e2e.test_http1 import of_pid
+
+
+def _cpu_cgroup(text: str) -> str:
+    """The cpu controller's line of a /proc/PID/cgroup text (v1), else the v2 one."""
+    lines = text.splitlines()
+    for line in lines:
+        if "cpu" in line.split(":")[1].split(","):
+            return line
+    return next(line for line in lines if line.startswith("0::"))
+
+
+def _of(pid: int) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return _cpu_cgroup(f.read())
+
+
+def test_the_agent_traces_from_an_idle_cpu_cgroup(start_agent, receiver, python_server):
+    srv, port = python_server
+    agent = start_agent("attach", "--pid", str(srv.pid))
+    idle = cpu_cgroup_dir()[0] / IDLE_CGROUP
+    assert (idle / "cpu.idle").read_text().strip() == "1"
+    assert str(agent.proc.pid) in (idle / "cgroup.procs").read_text().split()
+    assert _of(agent.proc.pid).endswith("/" + IDLE_CGROUP)
+    curl(f"http://127.0.0.1:{port}/idle")
+    assert len(of_pid(receiver, srv.pid, 1)) == 1
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+    assert "could not run the agent in an idle cpu cgroup" not in err, err
+
+
+def test_what_the_agent_launches_runs_where_the_agent_started(otlp_env):
+    p = subprocess.run([str(TRACER), "exec", "--exporter", "jsonl", "--output", os.devnull,
+                        "--", "cat", "/proc/self/cgroup"],
+                       env=otlp_env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert _cpu_cgroup(p.stdout) == _of(os.getpid())
+
+
+def test_sched_batch_leaves_the_agent_where_it_started(start_agent, python_server):
+    srv, _ = python_server
+    agent = start_agent("attach", "--sched", "batch", "--pid", str(srv.pid))
+    assert _of(agent.proc.pid) == _of(os.getpid())
+    rc, _, err = agent.stop()
+    assert rc == 0, err
