@@ -100,10 +100,12 @@ def _rate_row(m: dict) -> list:
 
 # -- 1. nginx at fixed offered rates ------------------------------------------------
 
-# Extra arms of the nginx rate table: the agent with one optimisation off.
+# Extra arms of the nginx rate table: the agent with one optimisation off
+# (environment, extra CLI arguments).
 AB_ARMS = {
-    "nobatch": {"EBPF_TRACER_POLL_BATCH_MS": "0"},  # a wakeup per record
-    "parser": {"EBPF_TRACER_KERNEL_HTTP1": "0"},  # no HTTP/1 framing in the kernel
+    "nobatch": ({"EBPF_TRACER_POLL_BATCH_MS": "0"}, []),  # a wakeup per record
+    "parser": ({"EBPF_TRACER_KERNEL_HTTP1": "0"}, []),  # no HTTP/1 framing in the kernel
+    "batch": ({}, ["--sched", "batch"]),  # not in an idle cpu cgroup
 }
 
 
@@ -124,8 +126,8 @@ def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
                 for mode in modes:
                     def load(conns=conns, delay=delay):
                         return wrk(url, duration, conns, delay_ms=delay)
-                    env = AB_ARMS.get(mode.removeprefix("traced-"))
-                    r = traced_run(nginx.pid, sport, load, env=env) if mode != "untraced" \
+                    env, extra = AB_ARMS.get(mode.removeprefix("traced-"), (None, []))
+                    r = traced_run(nginx.pid, sport, load, extra, env) if mode != "untraced" \
                         else load()
                     runs.setdefault(f"{rate}/{mode}", []).append(r)
                     print(f"  {rate}/s {mode}: {r['rps']:.0f} req/s "

@@ -23,7 +23,7 @@ from .errors import TracerError
 from .export import make_exporter
 from .export.batcher import BatchSpanProcessor
 from .export.config import BspConfig
-from .loader import LoaderConfig, Probes
+from .loader import POLL_LIMIT, LoaderConfig, Probes
 from .metrics import ParserTotals, snapshot
 from .model import Span
 from .protocols.http1 import Http1Record
@@ -35,6 +35,7 @@ from .tls import TlsWatcher
 log = logging.getLogger(__name__)
 
 _HDR = events.HDR
+_BEHIND = 1 / 16  # ring-buffer fill at which the agent claims CPU (cpusched.claim)
 _HDR_SIZE = _HDR.size
 _DATA = events.EventType.DATA
 _OPEN = events.EventType.OPEN
@@ -318,7 +319,7 @@ class Agent:
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         assert self.probes is not None
-        last_house = last_stats = last_until = time.monotonic()
+        last_house = last_stats = last_until = last_behind = time.monotonic()
         # Most of what the loop allocates lives for one request: a young
         # generation of 700 objects would collect every few records.
         gc.freeze()
@@ -327,6 +328,13 @@ class Agent:
             self.poll(100)
             self.tls.tick()
             now = time.monotonic()
+            # An idle agent (cpusched) claims a fair share of CPU while its ring
+            # buffer backs up, and idles again a second after it caught up.
+            if self.probes.backlog() > _BEHIND:
+                cpusched.claim(True)
+                last_behind = now
+            elif now - last_behind > 1.0:
+                cpusched.claim(False)
             if until is not None and now - last_until >= 0.2:  # reads /proc: not per poll
                 last_until = now
                 if until():
@@ -382,7 +390,8 @@ class Agent:
         cpusched.leave()  # the last drain and flush at a normal share of CPU
         if self.probes:
             try:
-                self.probes.poll(0)
+                while self.probes.poll(0) >= POLL_LIMIT:  # all of it, not one poll's worth
+                    pass
             except Exception:  # noqa: BLE001 - detaching matters more
                 pass
         self._emit(self.conns.flush_all(time.monotonic_ns()))

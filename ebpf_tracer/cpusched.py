@@ -17,9 +17,10 @@ Two ways the agent can cost an application latency on a busy machine:
 
 ``idle`` (the default) moves the agent into an idle cpu cgroup, ``ebpf-tracer``,
 below the one it started in (cgroup v1 or v2), and runs its threads SCHED_BATCH.
-The price: when the applications keep every CPU busy, the agent only gets the
-scraps, so at saturation ring-buffer records are lost (counted:
-``ringbuf_events_lost``) where ``batch`` would have taken its fair share.
+An idle group only gets the scraps when the applications keep every CPU busy, so
+the agent claims its fair share back (``claim(True)``: cpu.idle 0) while its ring
+buffer backs up, and turns idle again once it has caught up: polite while it
+keeps up, never starved into losing records.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ IDLE_CGROUP = "ebpf-tracer"
 _original: tuple[int, int] | None = None
 _original_cgroup: Path | None = None  # the cgroup directory we left for the idle one
 _idle_cgroup: Path | None = None
+_claimed = False  # cpu.idle turned off while the agent catches up
 
 
 def apply(policy: str) -> int:
@@ -71,14 +73,36 @@ def apply(policy: str) -> int:
     return n
 
 
+def claim(on: bool) -> None:
+    """Take a fair share of CPU (on) or go back to idle: the agent's ring buffer
+    is backing up (or has drained). No-op unless the agent is in its idle cgroup."""
+    global _claimed
+    if _idle_cgroup is None or on == _claimed:
+        return
+    try:
+        (_idle_cgroup / "cpu.idle").write_text("0" if on else "1")
+        _claimed = on
+        log.debug("cpu: %s", "fair share (falling behind)" if on else "idle again")
+    except OSError as e:
+        log.debug("cpu.idle: %s", e)
+
+
 def restore(pid: int) -> None:
     """Give a process the agent started the policy (and cpu cgroup) the agent
     itself started with."""
     if _original_cgroup is not None:
         try:
             (_original_cgroup / "cgroup.procs").write_text(str(pid))
-        except OSError as e:
-            log.debug("moving %d back to %s: %s", pid, _original_cgroup, e)
+        except OSError:
+            # cgroup v2 keeps processes out of a cgroup that hands controllers
+            # down: a plain sibling of the idle cgroup, below the original.
+            try:
+                launched = _original_cgroup / f"{IDLE_CGROUP}-launched"
+                launched.mkdir(exist_ok=True)
+                (launched / "cgroup.procs").write_text(str(pid))
+            except OSError as e:
+                log.warning("the command runs in the agent's idle cpu cgroup (%s); "
+                            "--sched batch avoids that", e)
     if _original is None:
         return
     policy, prio = _original
@@ -94,6 +118,7 @@ def leave() -> None:
     global _idle_cgroup
     if _idle_cgroup is None or _original_cgroup is None:
         return
+    claim(True)  # if we cannot leave (cgroup v2), at least not idle
     try:
         (_original_cgroup / "cgroup.procs").write_text(str(os.getpid()))
         _idle_cgroup.rmdir()
@@ -119,6 +144,8 @@ def _enter_idle_cgroup() -> None:
         if "cpu" not in control.read_text().split():
             control.write_text("+cpu")
     (idle / "cpu.idle").write_text("1")
+    global _claimed
+    _claimed = False
     if not v2:
         procs.write_text(pid)  # v1: every thread of the process moves
     _original_cgroup, _idle_cgroup = base, idle

@@ -36,6 +36,8 @@ from .inflight import ACCEPT, CONNECT, blocked_threads
 
 log = logging.getLogger(__name__)
 
+POLL_LIMIT = 1024  # records per Probes.poll() at most
+
 # OpenSSL functions whose plaintext we read, and each one's entry program.
 SSL_FUNCS = (
     ("SSL_read", "ssl_read_enter"),
@@ -268,6 +270,7 @@ class Probes:
                               "version of ebpf-tracer?") from None
         self._cb: Callable[[memoryview], object] = lambda _v: None
         self._ring = None
+        self._backlog = 0.0
         self._ssl_attached: set[str] = set()
         self._uprobes: list[int] = []
         log.debug("attached %d tracepoints (max_copy=%d)", self.num_tracepoints, cfg.max_copy)
@@ -388,16 +391,23 @@ class Probes:
         self._ring = RingBuffer(self._events.fd, self._events.max_entries)
 
     def poll(self, timeout_ms: int = 100) -> int:
-        """Consume what the kernel submitted, waiting up to `timeout_ms` for the
-        first record; returns how many records were handled."""
+        """Consume what the kernel submitted (at most POLL_LIMIT records, so a
+        caller falling behind still gets control back), waiting up to
+        `timeout_ms` for the first record; returns how many were handled."""
         ring, cb = self._ring, self._cb
-        n = ring.consume(cb)
+        self._backlog = ring.available() / ring.size
+        n = ring.consume(cb, POLL_LIMIT)
         if not n and timeout_ms and ring.wait(timeout_ms / 1000):
-            n = ring.consume(cb)
-        if n and timeout_ms and self._batch_s:
-            # Let the next batch accumulate: fewer wakeups per record.
+            n = ring.consume(cb, POLL_LIMIT)
+        if n and n < POLL_LIMIT and timeout_ms and self._batch_s:
+            # Caught up: let the next batch accumulate (fewer wakeups per record).
             time.sleep(self._batch_s)
         return n
+
+    def backlog(self) -> float:
+        """How full the ring buffer was (0-1) when the last poll began: what
+        piled up while the agent was away."""
+        return self._backlog
 
     def take_ssl_unmapped(self) -> dict[int, int]:
         """Processes whose SSL calls had no socket to tie them to, since the

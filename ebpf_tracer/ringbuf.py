@@ -51,6 +51,11 @@ class RingBuffer:
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
 
+    @property
+    def size(self) -> int:
+        """Bytes in the data area."""
+        return self._size
+
     def available(self) -> int:
         """Bytes submitted or reserved but not yet consumed."""
         return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
