@@ -106,6 +106,8 @@ AB_ARMS = {
     "nobatch": ({"EBPF_TRACER_POLL_BATCH_MS": "0"}, []),  # a wakeup per record
     "parser": ({"EBPF_TRACER_KERNEL_HTTP1": "0"}, []),  # no HTTP/1 framing in the kernel
     "batch": ({}, ["--sched", "batch"]),  # not in an idle cpu cgroup
+    "poll20": ({"EBPF_TRACER_POLL_BATCH_MS": "20"}, []),  # fewer, larger batches
+    "export128": ({}, ["--bsp-max-export-batch-size", "128"]),  # shorter export sends
 }
 
 
