@@ -286,9 +286,10 @@ def _gunicorn(port: int, sdk_sink: int | None) -> Proc:
     return p
 
 
-def flask(reps: int, duration: float, conns: int = 8) -> dict:
+def flask(reps: int, duration: float, conns: int = 8, ab: tuple[str, ...] = ()) -> dict:
     sink, sport = start_sink()
-    runs: dict = {"untraced": [], "ebpf-tracer": [], "otel-sdk": []}
+    runs: dict = {"untraced": [], "ebpf-tracer": [],
+                  **{f"ebpf-tracer-{arm}": [] for arm in ab}, "otel-sdk": []}
     try:
         for _ in range(reps):
             for mode in runs:
@@ -297,8 +298,10 @@ def flask(reps: int, duration: float, conns: int = 8) -> dict:
                 url = f"http://127.0.0.1:{port}/hello/world"
                 try:
                     wrk(url, 1, conns)  # warm up (imports, first requests)
-                    if mode == "ebpf-tracer":
-                        r = traced_run(g.pid, sport, lambda url=url: wrk(url, duration, conns))
+                    if mode.startswith("ebpf-tracer"):
+                        env, extra = AB_ARMS.get(mode.removeprefix("ebpf-tracer-"), (None, []))
+                        r = traced_run(g.pid, sport, lambda url=url: wrk(url, duration, conns),
+                                       extra, env)
                     else:
                         sink_reset(sport)
                         r = wrk(url, duration, conns)
@@ -317,7 +320,7 @@ def flask(reps: int, duration: float, conns: int = 8) -> dict:
         ratios = [b["rps"] / a["rps"] for a, b in zip(runs["untraced"], rs, strict=True)]
         s[mode] = {"rps": rps, "ratio": median(ratios),
                    "p99_ms": median([r["p99_ms"] for r in rs])}
-        if mode == "ebpf-tracer":
+        if mode.startswith("ebpf-tracer"):
             s[mode]["completeness"] = median([r["completeness"] for r in rs])
         rows.append([mode, rps, median(ratios), s[mode]["p99_ms"]])
     table(f"Flask on gunicorn -w1 (wrk -c{conns}, median of {reps}, {duration}s each; "
@@ -409,7 +412,7 @@ def main() -> int:
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--churn", type=int, default=20000)
     ap.add_argument("--ab", nargs="*", default=[], choices=sorted(AB_ARMS),
-                    help="nginx_rates: also run the agent with these optimisations off")
+                    help="nginx_rates, flask: also run the agent as these arms")
     a = ap.parse_args()
     reps = a.reps or (2 if a.quick else 5)
     dur = a.duration or (3 if a.quick else 10)
@@ -436,7 +439,7 @@ def main() -> int:
             if not (VENV / "gunicorn").exists() or not (VENV / "opentelemetry-instrument").exists():
                 print("flask: skipped: .venv/bin/pip install -e '.[bench]' first")
                 continue
-            flask(reps, dur)
+            flask(reps, dur, ab=tuple(a.ab))
         elif name == "memory":
             memory(a.idle_conns, a.churn)
         else:

@@ -98,7 +98,7 @@ def encode_request_bytes(spans: Sequence[Span]) -> bytes:
             for group in span.shared:
                 encoded = group.encoded
                 if encoded is None:  # a race with another encoder only encodes twice
-                    encoded = group.encoded = wire.attributes(_ATTRIBUTE, group.items.items())
+                    encoded = group.encoded = _group_fields(group.items)
                 append(encoded)
             for key, value in span.own_attributes.items():
                 value_type = type(value)
@@ -118,6 +118,16 @@ def encode_request_bytes(spans: Sequence[Span]) -> bytes:
         out.append(_SCOPE_FIELD)
         out += pieces
     return b"".join(out)
+
+
+def _group_fields(items: dict[str, AttrValue]) -> bytes:
+    """A group's attribute fields, each from the field cache when its type allows
+    (a group made per connection, e.g. a new client port, is encoded once per
+    connection: the common fields still come cached)."""
+    attributes = _attributes
+    return b"".join([attributes[key][value] if type(value) is str or type(value) is int
+                     else wire.key_value_field(_ATTRIBUTE, key, value)
+                     for key, value in items.items()])
 
 
 def _group_by_resource(spans: Sequence[Span]) -> dict[Resource, list[Span]]:
