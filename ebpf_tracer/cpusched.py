@@ -118,12 +118,16 @@ def leave() -> None:
     global _idle_cgroup
     if _idle_cgroup is None or _original_cgroup is None:
         return
-    claim(True)  # if we cannot leave (cgroup v2), at least not idle
     try:
         (_original_cgroup / "cgroup.procs").write_text(str(os.getpid()))
-        _idle_cgroup.rmdir()
-    except OSError as e:
+    except OSError as e:  # cgroup v2 keeps us out of the original: at least not idle
         log.debug("leaving %s: %s", _idle_cgroup, e)
+        claim(True)
+        return
+    try:
+        _idle_cgroup.rmdir()
+    except OSError as e:  # another agent is still in it: it stays as that one set it
+        log.debug("removing %s: %s", _idle_cgroup, e)
     _idle_cgroup = None
 
 
