@@ -1,5 +1,5 @@
-"""Where the agent runs: an idle cpu cgroup by default (a woken application always
-preempts it), while the commands it launches run where the agent started."""
+"""Where the agent runs: with --sched idle an idle cpu cgroup (a woken application
+always preempts it), while the commands it launches run where the agent started."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _of(pid: int) -> str:
 
 def test_the_agent_traces_from_an_idle_cpu_cgroup(start_agent, receiver, python_server):
     srv, port = python_server
-    agent = start_agent("attach", "--pid", str(srv.pid))
+    agent = start_agent("attach", "--sched", "idle", "--pid", str(srv.pid))
     idle = cpu_cgroup_dir()[0] / IDLE_CGROUP
     assert (idle / "cpu.idle").read_text().strip() == "1"
     assert str(agent.proc.pid) in (idle / "cgroup.procs").read_text().split()
@@ -40,16 +40,17 @@ def test_the_agent_traces_from_an_idle_cpu_cgroup(start_agent, receiver, python_
 
 
 def test_what_the_agent_launches_runs_where_the_agent_started(otlp_env):
-    p = subprocess.run([str(TRACER), "exec", "--exporter", "jsonl", "--output", os.devnull,
+    p = subprocess.run([str(TRACER), "exec", "--sched", "idle", "--exporter", "jsonl",
+                        "--output", os.devnull,
                         "--", "cat", "/proc/self/cgroup"],
                        env=otlp_env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert _cpu_cgroup(p.stdout) == _of(os.getpid())
 
 
-def test_sched_batch_leaves_the_agent_where_it_started(start_agent, python_server):
+def test_by_default_the_agent_stays_where_it_started(start_agent, python_server):
     srv, _ = python_server
-    agent = start_agent("attach", "--sched", "batch", "--pid", str(srv.pid))
+    agent = start_agent("attach", "--pid", str(srv.pid))
     assert _of(agent.proc.pid) == _of(os.getpid())
     rc, _, err = agent.stop()
     assert rc == 0, err
