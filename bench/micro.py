@@ -49,17 +49,39 @@ def _request(i: int, unique: bool) -> bytes:
     return REQ[:-2] + b"traceparent: 00-%032x-%016x-01\r\n\r\n" % (i + 1, i + 1)
 
 
+def _open(fd: int, gen: int, port: int, ts: int) -> memoryview:
+    """An accept()ed connection from 127.0.0.1:port, as the kernel reports it."""
+    return memoryview(events.HDR.pack(events.EventType.OPEN, 0, 2, 0, 100, 100, fd, gen, ts,
+                                      0, 0, 0, 0, 0)
+                      + events.OPEN_INFO.pack(2, port, 3, bytes([127, 0, 0, 1]) + bytes(12),
+                                              b"nginx"))
+
+
+def per_connection(n: int) -> list[memoryview]:
+    """A connection per request (gunicorn's sync worker, HTTP/1.0 clients): accept,
+    the kernel-framed exchange, close; the fd is reused, its generation is not."""
+    out = []
+    head_len = RESP.index(b"\r\n\r\n") + 4
+    for i in range(n):
+        ts = 1000 + i * 10
+        out.append(_open(9, i + 1, 30000 + i % 30000, ts))
+        out.append(memoryview(
+            events.HDR.pack(events.EventType.H1_RESP, 1, 2, 0, 100, 100, 9, i + 1, ts + 5, 0,
+                            len(RESP), 0, 0, 0)
+            + events.H1_RESP.pack(ts + 3, len(RESP) - head_len, head_len, 200, 1, 0, ts + 1,
+                                  0, len(REQ), len(REQ)) + REQ))
+        out.append(memoryview(events.HDR.pack(events.EventType.CLOSE, 0, 2, 0, 100, 100, 9,
+                                              i + 1, ts + 6, 0, 0, 0, 0, 0)))
+    return out
+
+
 def records(n: int, conns: int = 8, kernel_framed: bool = False,
             unique: bool = False) -> list[memoryview]:
     """Both records of each exchange; `kernel_framed`: the one record the kernel
     sends for a simple exchange it frames itself (EVT_H1_RESP with the request);
     `unique`: every request head different."""
     # Each connection opens first (accept: the peer's address), as in the kernel.
-    out = [memoryview(events.HDR.pack(events.EventType.OPEN, 0, 2, 0, 100, 100, 5 + c, 1,
-                                      900, 0, 0, 0, 0, 0)
-                      + events.OPEN_INFO.pack(2, 40000 + c, 3, bytes([127, 0, 0, 1]) + bytes(12),
-                                              b"nginx"))
-           for c in range(conns)]
+    out = [_open(5 + c, 1, 40000 + c, 900) for c in range(conns)]
     pos = {c: [0, 0] for c in range(conns)}
     head_len = RESP.index(b"\r\n\r\n") + 4
     for i in range(n):
@@ -84,7 +106,7 @@ def records(n: int, conns: int = 8, kernel_framed: bool = False,
 
 
 def pipeline(n: int, rounds: int = 5, kernel_framed: bool = False,
-             unique: bool = False) -> tuple[float, list]:
+             unique: bool = False, per_conn: bool = False) -> tuple[float, list]:
     per = []
     spans: list = []
     for _ in range(rounds):
@@ -92,7 +114,8 @@ def pipeline(n: int, rounds: int = 5, kernel_framed: bool = False,
         spans = []
         a.batcher.on_end_many = spans.extend
         a.resources.get(100)
-        recs = records(n, kernel_framed=kernel_framed, unique=unique)
+        recs = (per_connection(n) if per_conn
+                else records(n, kernel_framed=kernel_framed, unique=unique))
         t = time.perf_counter()
         for i, m in enumerate(recs, 1):
             a._on_record(m)
@@ -118,15 +141,18 @@ def main(n: int = 20000) -> dict:
     pipe_us, spans = pipeline(n)
     framed_us, _ = pipeline(n, kernel_framed=True)
     unique_us, _ = pipeline(n, kernel_framed=True, unique=True)
+    conn_us, _ = pipeline(n, per_conn=True)
     enc_us = encode(spans)
     rows = [["http1 record->span (us/request)", pipe_us],
             ["http1 kernel-framed record->span (us/request)", framed_us],
             ["... every request head different (traceparent)", unique_us],
+            ["... a connection per request (accept, exchange, close)", conn_us],
             ["otlp encode (us/span, batch 512)", enc_us],
             ["sum, kernel-framed (us/request)", framed_us + enc_us]]
     result = {"requests": n, "http1_pipeline_us_per_request": pipe_us,
               "http1_kernel_framed_us_per_request": framed_us,
               "http1_kernel_framed_unique_heads_us_per_request": unique_us,
+              "http1_connection_per_request_us": conn_us,
               "otlp_encode_us_per_span": enc_us}
     try:
         from bench import http2_parser as h2

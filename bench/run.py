@@ -100,12 +100,15 @@ def _rate_row(m: dict) -> list:
 
 # -- 1. nginx at fixed offered rates ------------------------------------------------
 
-# Extra arms of the nginx rate table: the agent with one optimisation off
-# (environment, extra CLI arguments).
+# Extra arms of the nginx rate and Flask tables: the agent with one optimisation
+# off or on (environment, extra CLI arguments); "base" runs another version of the
+# agent, the source tree named by $BENCH_BASE (e.g. `git worktree add /tmp/base
+# main~3`), for a side-by-side of two versions.
 AB_ARMS = {
     "nobatch": ({"EBPF_TRACER_POLL_BATCH_MS": "0"}, []),  # a wakeup per record
     "parser": ({"EBPF_TRACER_KERNEL_HTTP1": "0"}, []),  # no HTTP/1 framing in the kernel
-    "batch": ({}, ["--sched", "batch"]),  # not in an idle cpu cgroup
+    "idle": ({}, ["--sched", "idle"]),  # in an idle cpu cgroup
+    "base": ({"PYTHONPATH": os.environ.get("BENCH_BASE", "")}, []),
     "poll20": ({"EBPF_TRACER_POLL_BATCH_MS": "20"}, []),  # fewer, larger batches
     "export128": ({}, ["--bsp-max-export-batch-size", "128"]),  # shorter export sends
 }
@@ -418,6 +421,11 @@ def main() -> int:
     dur = a.duration or (3 if a.quick else 10)
     if os.geteuid() != 0:
         print("bench: the agent loads eBPF programs: run as root", file=sys.stderr)
+        return 1
+    if "base" in a.ab and not Path(os.environ.get("BENCH_BASE", "/nonexistent"),
+                                    "ebpf_tracer").is_dir():
+        print("bench: --ab base runs the agent from $BENCH_BASE: set it to another source "
+              "tree of ebpf-tracer (e.g. `git worktree add /tmp/base main~1`)", file=sys.stderr)
         return 1
     names = a.only or ["micro", "replay", "nginx_rates", "nginx_saturation", "grpc", "flask",
                        "memory"]

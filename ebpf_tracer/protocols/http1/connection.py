@@ -77,31 +77,28 @@ class Http1Connection:
     """
 
     __slots__ = (
-        "role", "stats", "_max_pending", "_pending", "_req", "_resp", "_dirs", "_out",
-        "_closed", "_suspects",
+        "role", "stats", "_max_pending", "_max_head", "_pending", "_req", "_resp", "_dirs",
+        "_out", "_closed", "_suspects", "_seen",
     )
 
     def __init__(
         self, role: Role = Role.UNKNOWN, *, max_head_bytes: int = 65536, max_pending: int = 64
     ) -> None:
-        self.role = Role.UNKNOWN
+        self.role = role
         self.stats = Http1Stats()
         self._max_pending = max(1, max_pending)
+        self._max_head = max_head_bytes
         self._pending: deque[Message] = deque()  # requests awaiting a final response, FIFO
-        self._req = MessageParser(
-            True, self.stats, self._on_request_head, _ignore, None, max_head_bytes
-        )
-        self._resp = MessageParser(
-            False, self.stats, self._on_response_head, self._on_response_end,
-            self._on_response_lost, max_head_bytes,
-        )
+        # The message parsers are made on first need: a connection whose every
+        # exchange the kernel framed (fast_exchange) never needs them.
+        self._req: MessageParser | None = None
+        self._resp: MessageParser | None = None
         self._dirs: tuple[MessageParser, MessageParser] | None = None  # by Direction
         self._out: list[Http1Record] = []
         self._closed = False
+        self._seen = False  # a request went by before the parsers existed
         # Requests at the queue head whose responses may have vanished in a gap.
         self._suspects = 0
-        if role != Role.UNKNOWN:
-            self._set_role(role)
 
     # ------------------------------------------------------------------ API
 
@@ -115,7 +112,8 @@ class Http1Connection:
                 data = bytes(data)
             dirs = self._dirs
             if dirs is None:
-                dirs = self._guess_role(direction, data)
+                dirs = (self._guess_role(direction, data) if self.role == _UNKNOWN
+                        else self._directions())
                 if dirs is None:
                     self.stats.skipped_bytes += len(data)
                     return out
@@ -136,8 +134,8 @@ class Http1Connection:
         EVF_H1_REQ): queued for its response without scanning it again."""
         if self._closed:
             return []
-        if self._dirs is None:
-            self._set_role(Role.SERVER)
+        if self.role == _UNKNOWN:
+            self.role = _SERVER
         msg = None
         end = len(data) - 3
         # One head, ending where the parser would end it (a first empty line).
@@ -147,12 +145,13 @@ class Http1Connection:
         if msg is not None and msg.method in SYNC_METHODS:
             msg.start_ns = msg.end_ns = ts_ns
             self._out = out = []
+            req = self._directions()[0]  # a server's: INGRESS carries requests
             try:
-                if self._req.take_head(msg):
+                if req.take_head(msg):
                     return out
             except Exception:
                 self._internal_error()
-                self._req.reset()
+                req.reset()
                 return out
         return self.feed(Direction.INGRESS, data, ts_ns)  # not what the kernel said: frame it
 
@@ -174,13 +173,17 @@ class Http1Connection:
                       end_ns: int, partial: int) -> list[Http1Record]:
         """A whole exchange the kernel framed: a GET/HEAD head it held back and
         its response's summary (EVT_H1_RESP with the request) in one record."""
+        req = self._req
         if (not self._pending and not self._closed and self.role == _SERVER
-                and self._req.idle() and self._resp.idle()):
+                and (req is None or (req.idle() and self._resp.idle()))):
             head = _FAST_HEADS.get(data)
             if head is None:
                 head = _fast_head(data)
             if head:
-                self._req.take_seen()
+                if req is None:
+                    self._seen = True
+                else:
+                    req.take_seen()
                 self._suspects = 0
                 method, target, version, headers = head
                 self.stats.records += 1
@@ -226,6 +229,8 @@ class Http1Connection:
             self.stats.gaps += 1
             self.stats.gap_bytes += nbytes
             dirs = self._dirs
+            if dirs is None and self.role != _UNKNOWN:
+                dirs = self._directions()
             if dirs is not None:
                 parser = dirs[direction]
                 try:
@@ -243,6 +248,9 @@ class Http1Connection:
             return out
         self._closed = True
         self._out = out
+        if self._req is None:  # nothing was ever mid-message
+            self.stats.unmatched_requests += len(self._pending)
+            return out
         for parser in (self._resp, self._req):
             try:
                 parser.close(ts_ns)
@@ -260,12 +268,24 @@ class Http1Connection:
         self.stats.parse_errors += 1
         self.stats.internal_errors += 1
 
-    def _set_role(self, role: Role) -> None:
-        self.role = role
-        if role == Role.SERVER:
-            self._dirs = (self._req, self._resp)  # INGRESS=0 carries requests
-        else:
-            self._dirs = (self._resp, self._req)
+    def _directions(self) -> tuple[MessageParser, MessageParser]:
+        """The parsers by Direction for the role (known by now), made if need be."""
+        dirs = self._dirs
+        if dirs is None:
+            req = self._req
+            if req is None:
+                req = self._req = MessageParser(
+                    True, self.stats, self._on_request_head, _ignore, None, self._max_head
+                )
+                self._resp = MessageParser(
+                    False, self.stats, self._on_response_head, self._on_response_end,
+                    self._on_response_lost, self._max_head,
+                )
+                if self._seen:
+                    req.take_seen()
+            # INGRESS=0 carries a server's requests, a client's responses.
+            dirs = self._dirs = (req, self._resp) if self.role == _SERVER else (self._resp, req)
+        return dirs
 
     def _guess_role(
         self, direction: Direction, data: bytes
@@ -281,8 +301,8 @@ class Http1Connection:
                 return None
             is_request = s < 0 or 0 <= r < s
         reads = direction == Direction.INGRESS
-        self._set_role(Role.SERVER if reads == is_request else Role.CLIENT)
-        return self._dirs
+        self.role = Role.SERVER if reads == is_request else Role.CLIENT
+        return self._directions()
 
     def _on_request_head(self, req: Message) -> int:
         # Non-pipelined traffic: a new request means a response that lost its
@@ -349,7 +369,8 @@ class Http1Connection:
 
 
 _NO_FIELDS: dict[str, str] = {}  # shared, read-only
-_SERVER = Role.SERVER  # a module constant: Enum class attribute lookups are slow
+# Module constants: Enum class attribute lookups are slow.
+_SERVER, _UNKNOWN = Role.SERVER, Role.UNKNOWN
 
 # Exchange requests by their exact bytes (head and blank line): (method, target,
 # version, headers) of a bodyless GET/HEAD the parser would end exactly there, or
