@@ -109,7 +109,7 @@ AB_ARMS = {
     "parser": ({"EBPF_TRACER_KERNEL_HTTP1": "0"}, []),  # no HTTP/1 framing in the kernel
     "idle": ({}, ["--sched", "idle"]),  # in an idle cpu cgroup
     "base": ({"PYTHONPATH": os.environ.get("BENCH_BASE", "")}, []),
-    "poll20": ({"EBPF_TRACER_POLL_BATCH_MS": "20"}, []),  # fewer, larger batches
+    "pollfixed": ({"EBPF_TRACER_POLL_TARGET": "0"}, []),  # 5 ms between polls, any rate
     "export128": ({}, ["--bsp-max-export-batch-size", "128"]),  # shorter export sends
 }
 

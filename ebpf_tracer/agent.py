@@ -231,11 +231,12 @@ class Agent:
                                          last, flags)
             elif etype == _OPEN:
                 info = events.decode_open(buf)
-                comm = info.comm.split(b"\0", 1)[0].decode("utf-8", "replace")
-                if self.selector is not None and self.selector.state(pid, comm) is State.NO:
-                    self._exclude(pid, fd, gen)
-                    return
-                self.resources.get(pid, comm)  # read /proc while the process lives
+                if self.selector is not None or pid not in self.resources:
+                    comm = info.comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+                    if self.selector is not None and self.selector.state(pid, comm) is State.NO:
+                        self._exclude(pid, fd, gen)
+                        return
+                    self.resources.get(pid, comm)  # read /proc while the process lives
                 out = self.conns.on_open(pid, fd, gen, role, ts, info)
             elif etype == _H1_RESP:
                 (_start, body, _head_len, status, minor, partial, req_ts, req_pos, req_len,

@@ -33,6 +33,7 @@ from .bpfsys import BPF_NOEXIST, BpfMap, attach_uprobe
 from .elf import ElfError, symbol_offsets
 from .errors import TracerError
 from .inflight import ACCEPT, CONNECT, blocked_threads
+from .pacing import PollPacer
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,17 @@ class LoaderConfig:
     max_conns: int = 65536
     trace_all: bool = False
     agent_pid: int = 0
-    # After a poll that consumed records, sleep this long so the next poll finds a
-    # batch: one wakeup per batch instead of one per record (0: wake per record).
-    # EBPF_TRACER_POLL_BATCH_MS overrides it (bench/ compares 0 and the default).
+    # After a poll that consumed records, sleep so the next poll finds a batch:
+    # one wakeup per batch instead of one per record (0: wake per record). The
+    # sleep is what lets about poll_target records arrive at the rate just seen,
+    # between poll_batch_ms and poll_max_ms: at high rates a batch stays short
+    # (a short burst of agent work for the apps to wait behind), at low rates
+    # the cost of waking up (~100 us here) is shared by as many records.
+    # EBPF_TRACER_POLL_BATCH_MS/_POLL_TARGET/_POLL_MAX_MS override them (bench/
+    # compares); POLL_TARGET=0 sleeps poll_batch_ms always.
     poll_batch_ms: float = float(os.environ.get("EBPF_TRACER_POLL_BATCH_MS", "5"))
+    poll_target: int = int(os.environ.get("EBPF_TRACER_POLL_TARGET", "64"))
+    poll_max_ms: float = float(os.environ.get("EBPF_TRACER_POLL_MAX_MS", "50"))
     # The kernel frames simple HTTP/1 exchanges itself (events.h, h1_resp_info).
     # EBPF_TRACER_KERNEL_HTTP1=0 turns it off (bench/ compares both).
     kernel_http1: bool = os.environ.get("EBPF_TRACER_KERNEL_HTTP1", "1") != "0"
@@ -226,6 +234,8 @@ class Probes:
     def __init__(self, cfg: LoaderConfig) -> None:
         _check_max_copy(cfg.max_copy)
         self._batch_s = cfg.poll_batch_ms / 1000
+        self._pacer = PollPacer(self._batch_s, cfg.poll_max_ms / 1000, cfg.poll_target,
+                                time.monotonic())
         if kernel_headers() is None:
             raise TracerError(
                 f"no kernel headers at /lib/modules/{os.uname().release}/build; "
@@ -401,7 +411,7 @@ class Probes:
             n = ring.consume(cb, POLL_LIMIT)
         if n and n < POLL_LIMIT and timeout_ms and self._batch_s:
             # Caught up: let the next batch accumulate (fewer wakeups per record).
-            time.sleep(self._batch_s)
+            time.sleep(self._pacer.pause(n, time.monotonic()))
         return n
 
     def backlog(self) -> float:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import TracerError
 from .export.batcher import DROP_REASONS
+from .protocols.http1.connection import Http1Stats
 from .protocols.http2.side import Http2Stats
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ class ParserTotals:
         self.dropped_requests = 0
 
     def add(self, stats: object) -> None:
+        if type(stats) is Http1Stats and not (
+                stats.parse_errors or stats.partial_records or stats.unmatched_responses
+                or stats.unmatched_requests or stats.dropped_requests):
+            return  # the common case (a connection per request): nothing to add
         errors = getattr(stats, "parse_errors", 0)
         self.parse_errors += errors
         # Http2Stats for HTTP/2 (and h2c) connections, the HTTP/1 parser's otherwise.

@@ -265,6 +265,9 @@ class ResourceCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, pid: int) -> bool:
+        return pid in self._entries
+
     def info(self, pid: int, comm: str | None = None) -> ProcessInfo:
         if self._changed:
             self._apply_pod_changes()

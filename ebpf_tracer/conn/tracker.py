@@ -19,18 +19,13 @@ class ProtocolConnection(Protocol):
 
 
 @dataclass(slots=True)
-class StreamPos:
-    """Where the next byte of one direction should start; gaps show up here."""
-
-    expected: int = -1  # -1: nothing seen yet (joined mid-stream or new)
-
-
-@dataclass(slots=True)
 class ConnTracker:
     meta: ConnMeta
     parser: ProtocolConnection | None = None  # chosen by the first bytes
     last_seen_ns: int = 0
-    pos: tuple[StreamPos, StreamPos] = field(default_factory=lambda: (StreamPos(), StreamPos()))
+    # By Direction: where the stream's next byte should start (gaps show up
+    # here); -1 until its first byte (new, or joined mid-stream).
+    expected: list[int] = field(default_factory=lambda: [-1, -1])
     addresses_resolved: bool = False
     gaps: int = 0  # stretches lost: records the kernel counted but we never received
     skipped: int = 0  # bytes the HTTP/2 frame walk chose not to copy: not a loss
@@ -45,16 +40,17 @@ class ConnTracker:
         between was not copied and is a gap of known size.
         """
         self.last_seen_ns = ts_ns
-        sp = self.pos[direction]
-        if (sp.expected < 0 or pos <= sp.expected) and not tail and length and len(data) == length:
-            sp.expected = pos + length  # the common case: all of it copied, none lost
+        exp = self.expected
+        want = exp[direction]
+        if (want < 0 or pos <= want) and not tail and length and len(data) == length:
+            exp[direction] = pos + length  # the common case: all of it copied, none lost
             return self.parser.feed(direction, data, ts_ns)
         out: list = []
-        if sp.expected >= 0 and pos > sp.expected:
+        if want >= 0 and pos > want:
             # Lost events: the kernel counted bytes we never received.
             self.gaps += 1
-            out += self.parser.gap(direction, pos - sp.expected, ts_ns)
-        sp.expected = pos + length
+            out += self.parser.gap(direction, pos - want, ts_ns)
+        exp[direction] = pos + length
         if data:
             out += self.parser.feed(direction, data, ts_ns)
         missing = length - len(data) - len(tail)
@@ -68,10 +64,10 @@ class ConnTracker:
         """A request read the kernel found to be exactly one GET/HEAD head."""
         self.last_seen_ns = ts_ns
         fast = getattr(self.parser, "fast_request", None)
-        sp = self.pos[0]
-        if fast is None or (sp.expected >= 0 and pos != sp.expected):
+        exp = self.expected
+        if fast is None or (exp[0] >= 0 and pos != exp[0]):
             return self.on_data(Direction.INGRESS, pos, length, data, ts_ns)
-        sp.expected = pos + length
+        exp[0] = pos + length
         return fast(data, ts_ns)
 
     def on_h1_response(self, pos: int, length: int, ts_ns: int, status: int, minor: int,
@@ -80,26 +76,26 @@ class ConnTracker:
         """A response the kernel framed: [pos, pos + length) of the egress stream;
         `req` (pos, length, bytes, ts) its request when it comes along."""
         self.last_seen_ns = ts_ns
-        sp = self.pos[1]
+        exp = self.expected
         if req is not None:
             rpos, rlen, data, rts = req
-            rp = self.pos[0]
             exchange = getattr(self.parser, "fast_exchange", None)
-            if (exchange is not None and (rp.expected < 0 or rpos == rp.expected)
-                    and (sp.expected < 0 or pos == sp.expected)):
+            if (exchange is not None and (exp[0] < 0 or rpos == exp[0])
+                    and (exp[1] < 0 or pos == exp[1])):
                 # The common case: both streams in step, one call.
-                rp.expected = rpos + rlen
-                sp.expected = pos + length
+                exp[0] = rpos + rlen
+                exp[1] = pos + length
                 return exchange(data, rts, status, minor, body, ts_ns, partial)
             out: list = self.on_h1_request(rpos, rlen, data, rts)
             self.last_seen_ns = ts_ns
         else:
             out = []
         fast = getattr(self.parser, "fast_response", None)
-        if sp.expected >= 0 and pos > sp.expected:
+        want = exp[1]
+        if want >= 0 and pos > want:
             self.gaps += 1  # records lost before it: the parser resyncs
-            out += self.parser.gap(Direction.EGRESS, pos - sp.expected, ts_ns)
-        sp.expected = pos + length
+            out += self.parser.gap(Direction.EGRESS, pos - want, ts_ns)
+        exp[1] = pos + length
         if fast is not None:
             out += fast(status, minor, body, ts_ns, partial)
         return out
@@ -113,13 +109,13 @@ class ConnTracker:
         copied either. The uncopied bytes are DATA payloads the kernel skipped on
         purpose: gaps of known size at known places, not losses."""
         self.last_seen_ns = ts_ns
-        sp = self.pos[direction]
+        exp = self.expected
         parser = self.parser
         out: list = []
-        if sp.expected >= 0 and pos > sp.expected:
+        if exp[direction] >= 0 and pos > exp[direction]:
             self.gaps += 1  # a record lost on the way (ring buffer full)
-            out += parser.gap(direction, pos - sp.expected, ts_ns)
-        sp.expected = pos + length
+            out += parser.gap(direction, pos - exp[direction], ts_ns)
+        exp[direction] = pos + length
         rest = length
         for skip, data in segs:
             if skip:
