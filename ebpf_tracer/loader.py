@@ -411,7 +411,9 @@ class Probes:
             n = ring.consume(cb, POLL_LIMIT)
         if n and n < POLL_LIMIT and timeout_ms and self._batch_s:
             # Caught up: let the next batch accumulate (fewer wakeups per record).
-            time.sleep(self._pacer.pause(n, time.monotonic()))
+            pause = self._pacer.pause(n, time.monotonic())
+            # A ring buffer (--ringbuf-mb) filling up: no long sleeps.
+            time.sleep(pause if self._backlog < 1 / 32 else self._batch_s)
         return n
 
     def backlog(self) -> float:
