@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 _HDR = events.HDR
 _BEHIND = 1 / 16  # ring-buffer fill at which the agent claims CPU (cpusched.claim)
+_LATE_S = 0.25  # ... or age of the oldest unread record (the poll pause is <= 50 ms)
+_CALM_S = 10.0  # ... until it has kept up this long
 _HDR_SIZE = _HDR.size
 _DATA = events.EventType.DATA
 _OPEN = events.EventType.OPEN
@@ -88,6 +90,10 @@ class Agent:
             schedule_delay_s=bsp.schedule_delay_s,
             export_timeout_s=bsp.export_timeout_s,
         )
+        # A span queued longer than a schedule delay and this: the export
+        # thread is being starved (cpusched idle).
+        self._export_late_s = bsp.schedule_delay_s + 0.5
+        self._last_late = 0.0  # monotonic time the agent last found itself late
         self.probes: Probes | None = None
         self._sockets = SocketTable()
         self.pod_watcher = None
@@ -320,7 +326,11 @@ class Agent:
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         assert self.probes is not None
-        last_house = last_stats = last_until = last_behind = time.monotonic()
+        last_house = last_stats = last_until = self._last_late = time.monotonic()
+        # Start with a fair share (starting up is the heaviest work, and an
+        # idle agent on a busy machine would crawl through it); idle once calm.
+        cpusched.claim(True)
+        self.probes.on_poll_start = self._claim_cpu_while_late
         # Most of what the loop allocates lives for one request: a young
         # generation of 700 objects would collect every few records.
         gc.freeze()
@@ -329,13 +339,6 @@ class Agent:
             self.poll(100)
             self.tls.tick()
             now = time.monotonic()
-            # An idle agent (cpusched) claims a fair share of CPU while its ring
-            # buffer backs up, and idles again a second after it caught up.
-            if self.probes.backlog() > _BEHIND:
-                cpusched.claim(True)
-                last_behind = now
-            elif now - last_behind > 1.0:
-                cpusched.claim(False)
             if until is not None and now - last_until >= 0.2:  # reads /proc: not per poll
                 last_until = now
                 if until():
@@ -352,6 +355,21 @@ class Agent:
                 last_stats = now
                 log.debug("stats %s", snapshot(self).describe())
                 log.debug("agent %s", self.stats())
+
+    def _claim_cpu_while_late(self, backlog: float, lag_s: float) -> None:
+        """An idle agent (cpusched) claims a fair share of CPU while it is late
+        (its ring buffer backs up; records wait too long: at a low rate the
+        buffer never fills; spans wait for the export thread), and idles again
+        once it has kept up for a while (a busy machine would starve it again at
+        once). Called as a poll begins: before the work a starved agent would
+        crawl through."""
+        now = time.monotonic()
+        if (backlog > _BEHIND or lag_s > _LATE_S
+                or self.batcher.oldest_age_s(time.time_ns()) > self._export_late_s):
+            cpusched.claim(True)
+            self._last_late = now
+        elif now - self._last_late > _CALM_S:
+            cpusched.claim(False)
 
     def stats(self) -> dict[str, int]:
         s: dict[str, int] = {

@@ -15,15 +15,15 @@ Two ways the agent can cost an application latency on a busy machine:
   woken non-idle task. Measured on nginx at 10k req/s (2 cores), client p99
   +1-1.5 ms with SCHED_BATCH, +0.2-0.4 ms with the agent in an idle cgroup.
 
-``idle`` (opt-in; ``batch`` is the default) moves the agent into an idle cpu
-cgroup, ``ebpf-tracer``, below the one it started in (cgroup v1 or v2), and runs
-its threads SCHED_BATCH. Not the default: while other work keeps the CPUs busy an
-idle agent makes its spans late (seconds, at low traffic), which an operator who
-watches traces live notices more than 0.5 ms of p99.
+``idle`` (the default) moves the agent into an idle cpu cgroup, ``ebpf-tracer``,
+below the one it started in (cgroup v1 or v2), and runs its threads SCHED_BATCH.
 An idle group only gets the scraps when the applications keep every CPU busy, so
-the agent claims its fair share back (``claim(True)``: cpu.idle 0) while its ring
-buffer backs up, and turns idle again once it has caught up: polite while it
-keeps up, never starved into losing records.
+the agent claims its fair share back (``claim(True)``: cpu.idle 0) while it is
+late (Agent.run: its ring buffer 1/16 full, or its oldest unread record 250 ms
+old, which at a few requests a second is the only sign), and turns idle again
+once it has kept up for 10 s: polite while it keeps up, never starved into
+losing records or into spans that come seconds late. ``batch`` skips the cgroup
+(what a read-only /sys/fs/cgroup allows).
 """
 
 from __future__ import annotations

@@ -84,6 +84,11 @@ def decode_header(buf: bytes | memoryview) -> tuple:
     return HDR.unpack_from(buf, 0)
 
 
+def record_ts(buf: bytes | memoryview) -> int:
+    """A record's ts_ns: bpf_ktime_get_ns(), i.e. CLOCK_MONOTONIC."""
+    return HDR.unpack_from(buf, 0)[8]
+
+
 def decode_open(buf: bytes | memoryview) -> OpenInfo:
     return OpenInfo(*OPEN_INFO.unpack_from(buf, HDR.size))
 

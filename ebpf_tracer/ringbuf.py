@@ -106,6 +106,23 @@ class RingBuffer:
                 break
         return n
 
+    def first(self) -> memoryview | None:
+        """The oldest submitted record not yet consumed (valid until the next
+        consume), or None; what waits behind a record still being written is
+        not looked at."""
+        cons = _U64.unpack_from(self._cons, 0)[0]
+        if cons >= _U64.unpack_from(self._prod, 0)[0]:
+            return None
+        off = self._data_off + (cons & self._mask)
+        length = _U32.unpack_from(self._view, off)[0]
+        if length & (BUSY_BIT | DISCARD_BIT):
+            return None
+        start = off + HDR_SIZE
+        size = length & ~(BUSY_BIT | DISCARD_BIT)
+        if start + size > self._data_off + self._size:
+            return None  # wraps around: rare, and the next poll looks again
+        return self._view[start : start + size]
+
     def close(self) -> None:
         self._epoll.close()
         try:

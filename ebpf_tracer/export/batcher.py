@@ -171,6 +171,16 @@ class BatchSpanProcessor:
         """Spans waiting in the queue (not counting a batch being exported)."""
         return len(self._queue)
 
+    def oldest_age_s(self, now_ns: int) -> float:
+        """How long ago (seconds, by `now_ns` on the spans' clock) the oldest
+        queued span ended; 0 when the queue is empty. Without the lock: a
+        glance, not an account."""
+        queue = self._queue
+        try:
+            return max(0.0, (now_ns - queue[0].end_time_ns) / 1e9) if queue else 0.0
+        except IndexError:  # emptied meanwhile
+            return 0.0
+
     @property
     def pending(self) -> int:
         """Spans held: queued plus in flight. Every span accepted by on_end is

@@ -1,10 +1,13 @@
-"""Where the agent runs: with --sched idle an idle cpu cgroup (a woken application
-always preempts it), while the commands it launches run where the agent started."""
+"""Where the agent runs: by default (--sched idle) an idle cpu cgroup (a woken
+application always preempts it) that it turns non-idle while it is late; the
+commands it launches run where the agent started."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 
 from ebpf_tracer.cpusched import IDLE_CGROUP, cpu_cgroup_dir
 from tests.e2e.conftest import TRACER, curl
@@ -25,22 +28,61 @@ def _of(pid: int) -> str:
         return _cpu_cgroup(f.read())
 
 
+def _wait_idle(cgroup, timeout: float = 25.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (cgroup / "cpu.idle").read_text().strip() != "1":
+        assert time.monotonic() < deadline, "the agent never turned its cgroup idle"
+        time.sleep(0.2)
+
+
 def test_the_agent_traces_from_an_idle_cpu_cgroup(start_agent, receiver, python_server):
     srv, port = python_server
-    agent = start_agent("attach", "--sched", "idle", "--pid", str(srv.pid))
+    agent = start_agent("attach", "--pid", str(srv.pid))  # the default: --sched idle
     idle = cpu_cgroup_dir()[0] / IDLE_CGROUP
-    assert (idle / "cpu.idle").read_text().strip() == "1"
     assert str(agent.proc.pid) in (idle / "cgroup.procs").read_text().split()
     assert _of(agent.proc.pid).endswith("/" + IDLE_CGROUP)
     curl(f"http://127.0.0.1:{port}/idle")
     assert len(of_pid(receiver, srv.pid, 1)) == 1
+    # A fair share while it starts up; idle once it has kept up for 10 s.
+    _wait_idle(idle)
     rc, _, err = agent.stop()
     assert rc == 0, err
     assert "could not run the agent in an idle cpu cgroup" not in err, err
 
 
+def test_an_idle_agent_starved_by_busy_cpus_claims_its_share_back(start_agent, receiver,
+                                                                   python_server):
+    """Every CPU kept busy: an idle group gets next to nothing, and at a few
+    requests a second the ring buffer never backs up. The age of the oldest
+    unread record still tells the agent it is late: it turns its group
+    non-idle and the spans come."""
+    srv, port = python_server
+    agent = start_agent("attach", "--sched", "idle", "--pid", str(srv.pid))
+    idle = cpu_cgroup_dir()[0] / IDLE_CGROUP
+    _wait_idle(idle)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(2 * (os.cpu_count() or 1))]
+    try:
+        claimed = False
+        deadline = time.monotonic() + 30
+        sent = 0
+        while time.monotonic() < deadline and not claimed:
+            curl(f"http://127.0.0.1:{port}/starved{sent}")
+            sent += 1
+            time.sleep(0.2)
+            claimed = (idle / "cpu.idle").read_text().strip() == "0"
+        assert claimed, "the agent never claimed CPU back while starved"
+        assert len(of_pid(receiver, srv.pid, sent, timeout=30)) >= sent
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    rc, _, err = agent.stop()
+    assert rc == 0, err
+
+
 def test_what_the_agent_launches_runs_where_the_agent_started(otlp_env):
-    p = subprocess.run([str(TRACER), "exec", "--sched", "idle", "--exporter", "jsonl",
+    p = subprocess.run([str(TRACER), "exec", "--exporter", "jsonl",
                         "--output", os.devnull,
                         "--", "cat", "/proc/self/cgroup"],
                        env=otlp_env, capture_output=True, text=True, timeout=120)
@@ -48,9 +90,9 @@ def test_what_the_agent_launches_runs_where_the_agent_started(otlp_env):
     assert _cpu_cgroup(p.stdout) == _of(os.getpid())
 
 
-def test_by_default_the_agent_stays_where_it_started(start_agent, python_server):
+def test_with_sched_batch_the_agent_stays_where_it_started(start_agent, python_server):
     srv, _ = python_server
-    agent = start_agent("attach", "--pid", str(srv.pid))
+    agent = start_agent("attach", "--sched", "batch", "--pid", str(srv.pid))
     assert _of(agent.proc.pid) == _of(os.getpid())
     rc, _, err = agent.stop()
     assert rc == 0, err

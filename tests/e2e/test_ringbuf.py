@@ -84,3 +84,22 @@ def test_limit_and_wakeup(ring: RingBuffer) -> None:
     rest = ring.consume(lambda v: None)
     assert rest >= 2
     assert ring.available() == 0
+
+
+def test_first_is_the_oldest_unconsumed_record(ring: RingBuffer) -> None:
+    ring.consume(lambda v: None)
+    assert ring.first() is None
+    got: list[int] = []
+    seen = 0
+    for _ in range(20):  # 4 per round: the head lands at shifting offsets
+        for _ in range(4):
+            os.getppid()
+        head = ring.first()  # None if the head was discarded or wraps the end
+        want = None if head is None else struct.unpack_from("<Q", head, 0)[0]
+        before = len(got)
+        ring.consume(lambda v: got.append(struct.unpack_from("<Q", v, 0)[0]))
+        if want is not None:
+            seen += 1
+            assert want == got[before]
+    assert seen >= 10
+    assert ring.first() is None
