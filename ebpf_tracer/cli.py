@@ -34,12 +34,12 @@ def _common(f: Callable) -> Callable:
                      help="Ring buffer size in MiB (power of two, 1-1024): how long a "
                      "burst the agent can fall behind before records are lost."),
         click.option("--sched", "cpu_sched", type=click.Choice(["batch", "idle", "normal"]),
-                     default="idle", show_default=True, expose_value=False,
+                     default="batch", show_default=True, expose_value=False,
                      callback=_agent_option,
-                     help="The agent's CPU policy: idle never makes the traced "
-                     "applications wait (an idle cpu cgroup; the agent takes its fair "
-                     "share back while it is late); batch never preempts them but takes "
-                     "its fair share always; normal is the kernel default "
+                     help="The agent's CPU policy: batch never preempts the traced "
+                     "applications but takes its fair share; idle also never makes them "
+                     "wait (an idle cpu cgroup; the agent takes its fair share back "
+                     "while it is late); normal is the kernel default "
                      "(docs/performance.md)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logs."),
     ]

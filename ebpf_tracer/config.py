@@ -23,7 +23,7 @@ class Config:
     ready_file: str | None = None
     max_copy: int = 2048
     # The agent's CPU policy (ebpf_tracer.cpusched): batch = never preempt the apps.
-    cpu_sched: str = "idle"
+    cpu_sched: str = "batch"
     ringbuf_pages: int = 4096
     max_conns: int = 65536
     idle_timeout_s: float = 300.0

@@ -1,6 +1,6 @@
-"""Where the agent runs: by default (--sched idle) an idle cpu cgroup (a woken
-application always preempts it) that it turns non-idle while it is late; the
-commands it launches run where the agent started."""
+"""Where the agent runs: with --sched idle an idle cpu cgroup (a woken application
+always preempts it) that it turns non-idle while it is late; the commands it
+launches run where the agent started; by default (batch) where it started."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _wait_idle(cgroup, timeout: float = 25.0) -> None:
 
 def test_the_agent_traces_from_an_idle_cpu_cgroup(start_agent, receiver, python_server):
     srv, port = python_server
-    agent = start_agent("attach", "--pid", str(srv.pid))  # the default: --sched idle
+    agent = start_agent("attach", "--sched", "idle", "--pid", str(srv.pid))
     idle = cpu_cgroup_dir()[0] / IDLE_CGROUP
     assert str(agent.proc.pid) in (idle / "cgroup.procs").read_text().split()
     assert _of(agent.proc.pid).endswith("/" + IDLE_CGROUP)
@@ -82,7 +82,7 @@ def test_an_idle_agent_starved_by_busy_cpus_claims_its_share_back(start_agent, r
 
 
 def test_what_the_agent_launches_runs_where_the_agent_started(otlp_env):
-    p = subprocess.run([str(TRACER), "exec", "--exporter", "jsonl",
+    p = subprocess.run([str(TRACER), "exec", "--sched", "idle", "--exporter", "jsonl",
                         "--output", os.devnull,
                         "--", "cat", "/proc/self/cgroup"],
                        env=otlp_env, capture_output=True, text=True, timeout=120)
@@ -90,9 +90,9 @@ def test_what_the_agent_launches_runs_where_the_agent_started(otlp_env):
     assert _cpu_cgroup(p.stdout) == _of(os.getpid())
 
 
-def test_with_sched_batch_the_agent_stays_where_it_started(start_agent, python_server):
+def test_by_default_the_agent_stays_where_it_started(start_agent, python_server):
     srv, _ = python_server
-    agent = start_agent("attach", "--sched", "batch", "--pid", str(srv.pid))
+    agent = start_agent("attach", "--pid", str(srv.pid))
     assert _of(agent.proc.pid) == _of(os.getpid())
     rc, _, err = agent.stop()
     assert rc == 0, err
