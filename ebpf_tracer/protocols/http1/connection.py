@@ -137,11 +137,9 @@ class Http1Connection:
         if self.role == _UNKNOWN:
             self.role = _SERVER
         msg = None
-        end = len(data) - 3
-        # One head, ending where the parser would end it (a first empty line).
-        if (self.role == _SERVER and data.find(b"\n\r\n") == end
-                and data.find(b"\n\n") < 0):
-            msg = parse_head(data[:end], True)  # the bytes _head would pass
+        head = _one_head(data) if self.role == _SERVER else None
+        if head is not None:
+            msg = parse_head(head, True)
         if msg is not None and msg.method in SYNC_METHODS:
             msg.start_ns = msg.end_ns = ts_ns
             self._out = out = []
@@ -167,7 +165,8 @@ class Http1Connection:
         req = pending.popleft()
         if self._suspects:
             self._suspects -= 1
-        return [self._framed(req, status, minor, body, end_ns, partial)]
+        return [self._framed(req.method, req.target, req.version, req.headers, req.body_size,
+                             req.start_ns, req.partial, status, minor, body, end_ns, partial)]
 
     def fast_exchange(self, data: bytes, ts_ns: int, status: int, minor: int, body: int,
                       end_ns: int, partial: int) -> list[Http1Record]:
@@ -186,36 +185,28 @@ class Http1Connection:
                     req.take_seen()
                 self._suspects = 0
                 method, target, version, headers = head
-                self.stats.records += 1
-                why = None if not partial else ("response-truncated" if partial == 1
-                                                else "response-body-lost")
-                if why is not None:
-                    self.stats.partial_records += 1
-                return [Http1Record(
-                    method, target, version, headers, status,
-                    _VERSIONS[minor] if minor < 10 else f"1.{minor}",
-                    _NO_FIELDS if status == 204 or status == 304 else {"content-length": str(body)},
-                    0, body, ts_ns, end_ns if end_ns > ts_ns else ts_ns, why,
-                )]
+                return [self._framed(method, target, version, headers, 0, ts_ns, None,
+                                     status, minor, body, end_ns, partial)]
         # Anything the shortcut does not vouch for goes the long way.
         return self.fast_request(data, ts_ns) + self.fast_response(status, minor, body, end_ns,
                                                                    partial)
 
-    def _framed(self, req: Message, status: int, minor: int, body: int, end_ns: int,
-                partial: int) -> Http1Record:
-        """The record of a request and a response the kernel framed (no response
-        head: of its fields only whether it had a Content-Length)."""
+    def _framed(self, method: str, target: str, version: str, headers: dict[str, str],
+                body_size: int, start_ns: int, req_partial: str | None, status: int,
+                minor: int, body: int, end_ns: int, partial: int) -> Http1Record:
+        """The record of a request (its fields) and a response the kernel framed
+        (no response head: of its fields only whether it had a Content-Length)."""
         why = None if not partial else ("response-truncated" if partial == 1
                                         else "response-body-lost")
-        why = why or req.partial
-        headers = _NO_FIELDS if status == 204 or status == 304 else {"content-length": str(body)}
+        why = why or req_partial
         self.stats.records += 1
         if why is not None:
             self.stats.partial_records += 1
         return Http1Record(
-            req.method, req.target, req.version, req.headers,
-            status, _VERSIONS[minor] if minor < 10 else f"1.{minor}", headers, req.body_size,
-            body, req.start_ns, max(end_ns, req.start_ns), why,
+            method, target, version, headers, status,
+            _VERSIONS[minor] if minor < 10 else f"1.{minor}",
+            _NO_FIELDS if status == 204 or status == 304 else {"content-length": str(body)},
+            body_size, body, start_ns, end_ns if end_ns > start_ns else start_ns, why,
         )
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> list[Http1Record]:
@@ -381,13 +372,21 @@ _FAST_HEADS: dict[bytes, tuple] = {}
 _FAST_HEADS_MAX = 512
 
 
+def _one_head(data: bytes) -> bytes | None:
+    """The bytes the parser would pass to parse_head if `data` is exactly one
+    head, ending at its first empty line; else None."""
+    end = len(data) - 3
+    if data.find(b"\n\r\n") == end and data.find(b"\n\n") < 0:
+        return data[:end]
+    return None
+
+
 def _fast_head(data: bytes) -> tuple:
     """Parse (and remember) a held-back request for fast_exchange."""
     head: tuple = ()
-    end = len(data) - 3
-    # One head, ending where the parser would end it (a first empty line).
-    if data.find(b"\n\r\n") == end and data.find(b"\n\n") < 0:
-        req = parse_head(data[:end], True)
+    one = _one_head(data)
+    if one is not None:
+        req = parse_head(one, True)
         if (req is not None and req.method in SYNC_METHODS and request_framing(req) == NONE
                 and req.partial is None):
             head = (req.method, req.target, req.version, req.headers)
