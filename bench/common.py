@@ -220,6 +220,18 @@ class Agent:
                 raise RuntimeError("agent did not start:\n" + self.proc.output()[-3000:])
             time.sleep(0.05)
         time.sleep(0.3)
+        if "idle" in extra:  # --sched idle: measure it idle, after its fair-share start
+            self._wait_idle(deadline)
+
+    def _wait_idle(self, deadline: float) -> None:
+        from ebpf_tracer.cpusched import cpu_cgroup_dir
+
+        text = Path(f"/proc/{self.pid}/cgroup").read_text()
+        idle = cpu_cgroup_dir(text)[0] / "cpu.idle"
+        while idle.read_text().strip() != "1":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the agent never turned {idle} idle")
+            time.sleep(0.1)
 
     def cpu_s(self) -> float:
         return proc_cpu_s(self.pid)

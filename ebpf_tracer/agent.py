@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _HDR = events.HDR
 _BEHIND = 1 / 16  # ring-buffer fill at which the agent claims CPU (cpusched.claim)
 _LATE_S = 0.25  # ... or age of the oldest unread record (the poll pause is <= 50 ms)
-_CALM_S = 10.0  # ... until it has kept up this long
+_CALM_S = 3.0  # ... until it has kept up this long
 _HDR_SIZE = _HDR.size
 _DATA = events.EventType.DATA
 _OPEN = events.EventType.OPEN

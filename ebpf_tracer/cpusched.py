@@ -22,7 +22,7 @@ An idle group only gets the scraps when the applications keep every CPU busy, so
 the agent claims its fair share back (``claim(True)``: cpu.idle 0) while it is
 late (Agent.run: its ring buffer 1/16 full, or its oldest unread record 250 ms
 old, which at a few requests a second is the only sign), and turns idle again
-once it has kept up for 10 s: polite while it keeps up, never starved into
+once it has kept up for 3 s: polite while it keeps up, never starved into
 losing records or into spans that come seconds late; it starts with a fair share
 (starting up is its heaviest work). ``batch`` skips the cgroup. Not the default
 yet: with every CPU kept busy by other work, an e2e test of export (100 req/s

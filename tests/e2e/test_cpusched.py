@@ -43,7 +43,7 @@ def test_the_agent_traces_from_an_idle_cpu_cgroup(start_agent, receiver, python_
     assert _of(agent.proc.pid).endswith("/" + IDLE_CGROUP)
     curl(f"http://127.0.0.1:{port}/idle")
     assert len(of_pid(receiver, srv.pid, 1)) == 1
-    # A fair share while it starts up; idle once it has kept up for 10 s.
+    # A fair share while it starts up; idle once it has kept up for 3 s.
     _wait_idle(idle)
     rc, _, err = agent.stop()
     assert rc == 0, err
