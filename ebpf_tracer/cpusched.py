@@ -26,9 +26,8 @@ once it has kept up for 3 s: polite while it keeps up, never starved into
 losing records or into spans that come seconds late; it starts with a fair share
 (starting up is its heaviest work). ``batch`` skips the cgroup. Not the default
 yet: with every CPU kept busy by other work, an e2e test of export (100 req/s
-through a 10 s backend outage) still failed 1 run in 6 with idle (a span that
-never came within 30 s, once; the startup case before the fair-share start),
-never with batch.
+through a backend outage) still failed 1 run in 3 with idle (one span never came
+within 30 s), never with batch.
 """
 
 from __future__ import annotations
