@@ -62,14 +62,11 @@ class LoaderConfig:
     max_conns: int = 65536
     trace_all: bool = False
     agent_pid: int = 0
-    # After a poll that consumed records, sleep so the next poll finds a batch:
-    # one wakeup per batch instead of one per record (0: wake per record). The
-    # sleep is what lets about poll_target records arrive at the rate just seen,
-    # between poll_batch_ms and poll_max_ms: at high rates a batch stays short
-    # (a short burst of agent work for the apps to wait behind), at low rates
-    # the cost of waking up (~100 us here) is shared by as many records.
-    # EBPF_TRACER_POLL_BATCH_MS/_POLL_TARGET/_POLL_MAX_MS override them (bench/
-    # compares); POLL_TARGET=0 sleeps poll_batch_ms always.
+    # After a poll that consumed records, sleep so the next poll finds a batch
+    # of about poll_target records, between poll_batch_ms and poll_max_ms (see
+    # pacing.py; poll_batch_ms 0: wake per record, poll_target 0: always
+    # poll_batch_ms). EBPF_TRACER_POLL_BATCH_MS, _POLL_TARGET and _POLL_MAX_MS
+    # override them (bench/ compares).
     poll_batch_ms: float = float(os.environ.get("EBPF_TRACER_POLL_BATCH_MS", "5"))
     poll_target: int = int(os.environ.get("EBPF_TRACER_POLL_TARGET", "64"))
     poll_max_ms: float = float(os.environ.get("EBPF_TRACER_POLL_MAX_MS", "50"))
