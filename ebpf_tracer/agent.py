@@ -327,10 +327,11 @@ class Agent:
     def run(self, until: Callable[[], bool] | None = None) -> None:
         assert self.probes is not None
         last_house = last_stats = last_until = self._last_late = time.monotonic()
-        # Start with a fair share (starting up is the heaviest work, and an
-        # idle agent on a busy machine would crawl through it); idle once calm.
-        cpusched.claim(True)
-        self.probes.on_poll_start = self._claim_cpu_while_late
+        if cpusched.idle():
+            # Start with a fair share (starting up is the heaviest work, and an
+            # idle agent on a busy machine would crawl through it); idle once calm.
+            cpusched.claim(True)
+            self.probes.on_poll_start = self._claim_cpu_while_late
         # Most of what the loop allocates lives for one request: a young
         # generation of 700 objects would collect every few records.
         gc.freeze()

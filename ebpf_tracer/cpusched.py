@@ -20,8 +20,9 @@ cgroup, ``ebpf-tracer``, below the one it started in (cgroup v1 or v2), and runs
 its threads SCHED_BATCH.
 An idle group only gets the scraps when the applications keep every CPU busy, so
 the agent claims its fair share back (``claim(True)``: cpu.idle 0) while it is
-late (Agent.run: its ring buffer 1/16 full, or its oldest unread record 250 ms
-old, which at a few requests a second is the only sign), and turns idle again
+late (Agent._claim_cpu_while_late: its ring buffer 1/16 full, its oldest unread
+record 250 ms old, which at a few requests a second is the only sign, or its
+oldest queued span a schedule delay + 0.5 s old), and turns idle again
 once it has kept up for 3 s: polite while it keeps up, never starved into
 losing records or into spans that come seconds late; it starts with a fair share
 (starting up is its heaviest work). ``batch`` skips the cgroup. Not the default
@@ -78,6 +79,11 @@ def apply(policy: str) -> int:
                         "filesystem (a privileged container) and Linux 5.15+; --sched batch "
                         "silences this", e)
     return n
+
+
+def idle() -> bool:
+    """Whether the agent sits in its idle cgroup (`claim` has something to do)."""
+    return _idle_cgroup is not None
 
 
 def claim(on: bool) -> None:

@@ -277,9 +277,8 @@ class Probes:
                               "version of ebpf-tracer?") from None
         self._cb: Callable[[memoryview], object] = lambda _v: None
         self._ring = None
-        self._backlog = 0.0
-        self._lag_s = 0.0
-        # Called with (backlog, lag) as each poll begins (Agent: cpusched claims).
+        # Called as each poll begins with how late the agent is: the ring buffer's
+        # fill (0-1) and the age (s) of its oldest unread record (Agent: cpusched).
         self.on_poll_start: Callable[[float, float], None] | None = None
         self._ssl_attached: set[str] = set()
         self._uprobes: list[int] = []
@@ -405,13 +404,12 @@ class Probes:
         caller falling behind still gets control back), waiting up to
         `timeout_ms` for the first record; returns how many were handled."""
         ring, cb = self._ring, self._cb
-        self._backlog = ring.available() / ring.size
-        first = ring.first()
-        # Records carry bpf_ktime_get_ns(): CLOCK_MONOTONIC, as time.monotonic_ns().
-        self._lag_s = (0.0 if first is None
-                       else (time.monotonic_ns() - events.record_ts(first)) / 1e9)
+        backlog = ring.available() / ring.size
         if self.on_poll_start is not None:  # before the work: how late are we?
-            self.on_poll_start(self._backlog, self._lag_s)
+            first = ring.first()
+            # Records carry bpf_ktime_get_ns(): CLOCK_MONOTONIC, as time.monotonic_ns().
+            lag_s = 0.0 if first is None else (time.monotonic_ns() - events.record_ts(first)) / 1e9
+            self.on_poll_start(backlog, lag_s)
         n = ring.consume(cb, POLL_LIMIT)
         if not n and timeout_ms and ring.wait(timeout_ms / 1000):
             n = ring.consume(cb, POLL_LIMIT)
@@ -419,18 +417,8 @@ class Probes:
             # Caught up: let the next batch accumulate (fewer wakeups per record).
             pause = self._pacer.pause(n, time.monotonic())
             # A ring buffer (--ringbuf-mb) filling up: no long sleeps.
-            time.sleep(pause if self._backlog < 1 / 32 else self._batch_s)
+            time.sleep(pause if backlog < 1 / 32 else self._batch_s)
         return n
-
-    def lag(self) -> float:
-        """How long (seconds) the oldest record had waited when the last poll
-        began: how late the agent is, whatever the traffic's rate."""
-        return self._lag_s
-
-    def backlog(self) -> float:
-        """How full the ring buffer was (0-1) when the last poll began: what
-        piled up while the agent was away."""
-        return self._backlog
 
     def take_ssl_unmapped(self) -> dict[int, int]:
         """Processes whose SSL calls had no socket to tie them to, since the
