@@ -414,6 +414,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--churn", type=int, default=20000)
+    ap.add_argument("--rates", type=int, nargs="*", default=[1000, 5000, 10000, 20000],
+                    help="nginx_rates: offered request rates (req/s)")
     ap.add_argument("--ab", nargs="*", default=[], choices=sorted(AB_ARMS),
                     help="nginx_rates, flask: also run the agent as these arms")
     a = ap.parse_args()
@@ -438,7 +440,7 @@ def main() -> int:
             from bench import replay
             replay.main(["nginx", "grpc"])
         elif name == "nginx_rates":
-            nginx_rates(reps, dur, ab=tuple(a.ab))
+            nginx_rates(reps, dur, rates=tuple(a.rates), ab=tuple(a.ab))
         elif name == "nginx_saturation":
             nginx_saturation(reps, dur)
         elif name == "grpc":

@@ -332,24 +332,36 @@ static __always_inline void fill_hdr(struct event_hdr *h, __u8 type, __u64 id, _
 /* ---- the agent's own connections ----------------------------------------
  * The agent's exporter may talk to a collector this tracer also traces
  * (attach/run on the collector): its server spans would be exported, traced
- * and exported again, for ever. The kernel remembers the local address and
- * port of every TCP connection the agent opens and never traces the far end
- * of it. sock:inet_sock_set_state gives addresses and ports from tracefs;
- * the connecting task is current only at SYN_SENT, before the port is
- * chosen, so the socket address links SYN_SENT to ESTABLISHED (which the
- * client reaches before the server's accept() returns). */
+ * and exported again, for ever. The kernel remembers every TCP connection the
+ * agent opens (both ends: Linux gives one local port to several connections
+ * to different destinations, so a local port alone would also match a traced
+ * server's ordinary clients) and never traces the far end of it.
+ * sock:inet_sock_set_state gives addresses and ports from tracefs; the
+ * connecting task is current only at SYN_SENT, before the port is chosen, so
+ * the socket address links SYN_SENT to ESTABLISHED. The client reaches
+ * ESTABLISHED before the server's end does (SYN_RECV -> ESTABLISHED), which
+ * in turn comes before accept() returns: that is where the far end is
+ * recognised, by its full address pair, and marked for the accept to find. */
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
 #define IPPROTO_TCP_ 6
-struct own_key {
+struct own_key { /* one end of a connection */
     __u8 addr[16]; /* IPv6, or IPv4 mapped (::ffff:a.b.c.d) */
     __u16 port;
     __u16 _pad;
 };
+struct own_conn { /* a connection of the agent's, from its side */
+    struct own_key local;
+    struct own_key remote;
+};
 BPF_HASH(own_pending, __u64, __u8, 1024);
-BPF_HASH(own_socks, __u64, struct own_key, 1024);
-BPF_HASH(own_ends, struct own_key, __u8, 1024);
+BPF_HASH(own_socks, __u64, struct own_conn, 1024);
+BPF_HASH(own_conns, struct own_conn, __u8, 1024);
+/* The agent's ends of connections a server has established but not yet
+ * accepted, as that accept() will name its peer. */
+BPF_HASH(own_accepts, struct own_key, __u8, 1024);
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     if (args->protocol != IPPROTO_TCP_)
@@ -362,23 +374,36 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
         return 0;
     }
     if (args->newstate == TCP_ESTABLISHED) {
+        struct own_conn c = {};
+        if (args->oldstate == TCP_SYN_RECV) {
+            /* A server's end: is its client one of the agent's connections?
+             * saddr_v6 holds the IPv4-mapped address for AF_INET sockets. */
+            __builtin_memcpy(c.local.addr, args->daddr_v6, 16);
+            c.local.port = args->dport;
+            __builtin_memcpy(c.remote.addr, args->saddr_v6, 16);
+            c.remote.port = args->sport;
+            if (own_conns.lookup(&c))
+                own_accepts.update(&c.local, &one);
+            return 0;
+        }
         if (!own_pending.lookup(&sk))
             return 0;
         own_pending.delete(&sk);
-        struct own_key k = {};
-        /* saddr_v6 holds the IPv4-mapped address for AF_INET sockets. */
-        __builtin_memcpy(k.addr, args->saddr_v6, 16);
-        k.port = args->sport;
-        own_socks.update(&sk, &k);
-        own_ends.update(&k, &one);
+        __builtin_memcpy(c.local.addr, args->saddr_v6, 16);
+        c.local.port = args->sport;
+        __builtin_memcpy(c.remote.addr, args->daddr_v6, 16);
+        c.remote.port = args->dport;
+        own_socks.update(&sk, &c);
+        own_conns.update(&c, &one);
         return 0;
     }
     if (args->newstate == TCP_CLOSE) {
         own_pending.delete(&sk);
-        struct own_key *k = own_socks.lookup(&sk);
-        if (k) {
-            struct own_key gone = *k;
-            own_ends.delete(&gone);
+        struct own_conn *c = own_socks.lookup(&sk);
+        if (c) {
+            struct own_conn gone = *c;
+            own_conns.delete(&gone);
+            own_accepts.delete(&gone.local);
             own_socks.delete(&sk);
         }
     }
@@ -421,7 +446,8 @@ static __always_inline void open_conn(void *ctx, __u64 id, __s32 fd, __u8 role, 
             return;
         }
         peer.port = st.info.peer_port;
-        if (role == ROLE_SERVER && own_ends.lookup(&peer)) {
+        if (role == ROLE_SERVER && own_accepts.lookup(&peer)) {
+            own_accepts.delete(&peer);
             /* The client is this agent's exporter: never traced. */
             st.proto = PROTO_NONE;
             st.tls_proto = PROTO_NONE;

@@ -18,7 +18,6 @@ from typing import Any
 
 from .errors import TracerError
 from .export.batcher import DROP_REASONS
-from .protocols.http1.connection import Http1Stats
 from .protocols.http2.side import Http2Stats
 
 log = logging.getLogger(__name__)
@@ -29,6 +28,11 @@ PREFIX = "ebpf_tracer_"
 
 
 # --- parse failures from parsers that have finished ---------------------------
+
+
+# The per-connection counters ParserTotals sums (parse_errors first: also by protocol).
+_TOTALLED = ("parse_errors", "partial_records", "unmatched_responses", "unmatched_requests",
+             "dropped_requests")
 
 
 class ParserTotals:
@@ -48,19 +52,15 @@ class ParserTotals:
         self.dropped_requests = 0
 
     def add(self, stats: object) -> None:
-        if type(stats) is Http1Stats and not (
-                stats.parse_errors or stats.partial_records or stats.unmatched_responses
-                or stats.unmatched_requests or stats.dropped_requests):
-            return  # the common case (a connection per request): nothing to add
-        errors = getattr(stats, "parse_errors", 0)
-        self.parse_errors += errors
+        counts = [getattr(stats, name, 0) for name in _TOTALLED]
+        if not any(counts):
+            return  # the common case (a clean connection, one per request): nothing to add
+        errors = counts[0]
         # Http2Stats for HTTP/2 (and h2c) connections, the HTTP/1 parser's otherwise.
-        proto = "http2" if isinstance(stats, Http2Stats) else "http1"
-        self.parse_errors_by_protocol[proto] += errors
-        self.partial_records += getattr(stats, "partial_records", 0)
-        self.unmatched_responses += getattr(stats, "unmatched_responses", 0)
-        self.unmatched_requests += getattr(stats, "unmatched_requests", 0)
-        self.dropped_requests += getattr(stats, "dropped_requests", 0)
+        self.parse_errors_by_protocol["http2" if isinstance(stats, Http2Stats) else "http1"] \
+            += errors
+        for name, n in zip(_TOTALLED, counts, strict=True):
+            setattr(self, name, getattr(self, name) + n)
 
 
 # --- the snapshot ---------------------------------------------------------------
