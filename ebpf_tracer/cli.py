@@ -33,14 +33,13 @@ def _common(f: Callable) -> Callable:
                      expose_value=False, callback=_agent_option,
                      help="Ring buffer size in MiB (power of two, 1-1024): how long a "
                      "burst the agent can fall behind before records are lost."),
-        click.option("--sched", "cpu_sched", type=click.Choice(["batch", "idle", "normal"]),
-                     default="batch", show_default=True, expose_value=False,
-                     callback=_agent_option,
-                     help="The agent's CPU policy: batch never preempts the traced "
-                     "applications but takes its fair share; idle also never makes them "
-                     "wait (an idle cpu cgroup; the agent takes its fair share back "
-                     "while it is late); normal is the kernel default "
-                     "(docs/performance.md)."),
+        click.option("--sched", "cpu_sched", type=click.Choice(["idle", "batch", "normal"]),
+                     default=None, expose_value=False, callback=_agent_option,
+                     help="The agent's CPU policy. idle (default): the applications never "
+                     "wait for it (an idle cpu cgroup; it takes its fair share back while "
+                     "it is late; batch when no cgroup can be made); batch: it never "
+                     "preempts them but they may wait for its time slice; normal: the "
+                     "kernel default (docs/performance.md)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logs."),
     ]
     f = _export_options(f)  # listed after these in --help
@@ -188,7 +187,7 @@ def _config(mode: Mode, pids: list[int], exporter: str | None, output: str | Non
     cfg = Config(mode=mode, pids=pids, ready_file=ready_file, max_copy=max_copy)
     ctx = click.get_current_context(silent=True)
     opts = ctx.meta.get(_AGENT_OPTS, {}) if ctx is not None else {}
-    if "cpu_sched" in opts:
+    if opts.get("cpu_sched"):
         cfg.cpu_sched = opts["cpu_sched"]
     if "ringbuf_mb" in opts:
         cfg.ringbuf_pages = opts["ringbuf_mb"] * (1 << 20) // os.sysconf("SC_PAGE_SIZE")

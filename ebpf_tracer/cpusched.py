@@ -15,9 +15,8 @@ Two ways the agent can cost an application latency on a busy machine:
   woken non-idle task. Measured on nginx at 10k req/s (2 cores), client p99
   +1-1.5 ms with SCHED_BATCH, +0.2-0.4 ms with the agent in an idle cgroup.
 
-``idle`` (opt-in; ``batch`` is the default) moves the agent into an idle cpu
-cgroup, ``ebpf-tracer``, below the one it started in (cgroup v1 or v2), and runs
-its threads SCHED_BATCH.
+``idle`` (the default) moves the agent into an idle cpu cgroup, ``ebpf-tracer``,
+below the one it started in (cgroup v1 or v2), and runs its threads SCHED_BATCH.
 An idle group only gets the scraps when the applications keep every CPU busy, so
 the agent claims its fair share back (``claim(True)``: cpu.idle 0) while it is
 late (Agent._claim_cpu_while_late: its ring buffer 1/16 full, its oldest unread
@@ -25,10 +24,10 @@ record 250 ms old, which at a few requests a second is the only sign, or its
 oldest queued span a schedule delay + 0.5 s old), and turns idle again
 once it has kept up for 3 s: polite while it keeps up, never starved into
 losing records or into spans that come seconds late; it starts with a fair share
-(starting up is its heaviest work). ``batch`` skips the cgroup. Not the default
-yet: with every CPU kept busy by other work, an e2e test of export (100 req/s
-through a backend outage) still failed 1 run in 3 with idle (one span never came
-within 30 s), never with batch.
+(starting up is its heaviest work). Where no idle cgroup can be made (a read-only
+cgroup filesystem, Linux < 5.15, a cgroup v2 parent shared with other processes)
+the default quietly stays ``batch``; an explicit ``--sched idle`` warns. ``batch``
+skips the cgroup.
 """
 
 from __future__ import annotations
@@ -49,10 +48,10 @@ _idle_cgroup: Path | None = None
 _claimed = False  # cpu.idle turned off while the agent catches up
 
 
-def apply(policy: str) -> int:
+def apply(policy: str, asked: bool = True) -> int:
     """Put every thread of this process (and the threads they start later) under
-    `policy`; returns how many threads changed. Failure only logs: the agent
-    still works, just less politely."""
+    `policy`; returns how many threads changed. Failure only logs (a warning if
+    the user `asked` for this policy): the agent still works, just less politely."""
     global _original
     if policy not in POLICIES:
         raise ValueError(f"unknown scheduling policy {policy!r}; use one of {sorted(POLICIES)}")
@@ -74,10 +73,13 @@ def apply(policy: str) -> int:
             except FileNotFoundError:  # another agent leaving removed it just then
                 _enter_idle_cgroup()
         except OSError as e:
-            log.warning("could not run the agent in an idle cpu cgroup (%s): applications "
-                        "woken while it works may wait for it. It needs a writable cgroup "
-                        "filesystem (a privileged container) and Linux 5.15+; --sched batch "
-                        "silences this", e)
+            if asked:
+                log.warning("could not run the agent in an idle cpu cgroup (%s): "
+                            "applications woken while it works may wait for it. It needs a "
+                            "writable cgroup filesystem (a privileged container) and Linux "
+                            "5.15+; --sched batch silences this", e)
+            else:
+                log.info("running SCHED_BATCH: no idle cpu cgroup (%s)", e)
     return n
 
 
@@ -156,17 +158,32 @@ def _enter_idle_cgroup() -> None:
         # down, which cgroup v2 refuses while the parent itself holds processes
         # (us): move in first, then enable it.
         procs.write_text(pid)
-        _original_cgroup, _idle_cgroup = base, idle
-        control = base / "cgroup.subtree_control"
-        if "cpu" not in control.read_text().split():
-            control.write_text("+cpu")
-    (idle / "cpu.idle").write_text("1")
+        try:
+            control = base / "cgroup.subtree_control"
+            if "cpu" not in control.read_text().split():
+                control.write_text("+cpu")  # EBUSY while other processes share `base`
+            (idle / "cpu.idle").write_text("1")
+        except OSError:
+            _back_from(idle, base, pid)
+            raise
+    else:
+        (idle / "cpu.idle").write_text("1")
     global _claimed
     _claimed = False
     if not v2:
         procs.write_text(pid)  # v1: every thread of the process moves
     _original_cgroup, _idle_cgroup = base, idle
     log.debug("running in idle cpu cgroup %s", idle)
+
+
+def _back_from(idle: Path, base: Path, pid: str) -> None:
+    """Undo a half-made idle cgroup: back to `base` (refused once `base` hands the
+    cpu controller down: then the agent stays in a plain child cgroup)."""
+    try:
+        (base / "cgroup.procs").write_text(pid)
+        idle.rmdir()
+    except OSError as e:
+        log.debug("leaving half-made %s: %s", idle, e)
 
 
 def cpu_cgroup_dir(proc_cgroup: str | None = None,

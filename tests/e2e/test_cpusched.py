@@ -1,6 +1,7 @@
-"""Where the agent runs: with --sched idle an idle cpu cgroup (a woken application
-always preempts it) that it turns non-idle while it is late; the commands it
-launches run where the agent started; by default (batch) where it started."""
+"""Where the agent runs: by default (--sched idle) an idle cpu cgroup (a woken
+application always preempts it) that it turns non-idle while it is late, or
+where it started when no cgroup can be made (and with --sched batch); the
+commands it launches run where the agent started."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import time
 
 from ebpf_tracer.cpusched import IDLE_CGROUP, cpu_cgroup_dir
-from tests.e2e.conftest import TRACER, curl
+from tests.e2e.conftest import TRACER, curl, need
 from tests.e2e.test_http1 import of_pid
 
 
@@ -35,9 +36,10 @@ def _wait_idle(cgroup, timeout: float = 25.0) -> None:
         time.sleep(0.2)
 
 
-def test_the_agent_traces_from_an_idle_cpu_cgroup(start_agent, receiver, python_server):
+def test_by_default_the_agent_traces_from_an_idle_cpu_cgroup(start_agent, receiver,
+                                                             python_server):
     srv, port = python_server
-    agent = start_agent("attach", "--sched", "idle", "--pid", str(srv.pid))
+    agent = start_agent("attach", "--pid", str(srv.pid))
     idle = cpu_cgroup_dir()[0] / IDLE_CGROUP
     assert str(agent.proc.pid) in (idle / "cgroup.procs").read_text().split()
     assert _of(agent.proc.pid).endswith("/" + IDLE_CGROUP)
@@ -48,6 +50,7 @@ def test_the_agent_traces_from_an_idle_cpu_cgroup(start_agent, receiver, python_
     rc, _, err = agent.stop()
     assert rc == 0, err
     assert "could not run the agent in an idle cpu cgroup" not in err, err
+    assert "no idle cpu cgroup" not in err, err
 
 
 def test_an_idle_agent_starved_by_busy_cpus_claims_its_share_back(start_agent, receiver,
@@ -90,9 +93,35 @@ def test_what_the_agent_launches_runs_where_the_agent_started(otlp_env):
     assert _cpu_cgroup(p.stdout) == _of(os.getpid())
 
 
-def test_by_default_the_agent_stays_where_it_started(start_agent, python_server):
+def test_with_sched_batch_the_agent_stays_where_it_started(start_agent, python_server):
     srv, _ = python_server
-    agent = start_agent("attach", "--pid", str(srv.pid))
+    agent = start_agent("attach", "--sched", "batch", "--pid", str(srv.pid))
     assert _of(agent.proc.pid) == _of(os.getpid())
     rc, _, err = agent.stop()
     assert rc == 0, err
+
+
+def _with_read_only_cgroups(*args: str) -> subprocess.CompletedProcess:
+    """`ebpf-tracer exec ... -- cat /proc/self/cgroup` in a mount namespace whose
+    cpu cgroup filesystem is read-only (an unprivileged container's view)."""
+    mount = subprocess.run([need("findmnt"), "-n", "-o", "TARGET", "--target",
+                            str(cpu_cgroup_dir()[0])], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    script = 'mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    return subprocess.run([need("unshare"), "-m", "--propagation", "private", "sh", "-c",
+                           script, "sh", mount, str(TRACER), "exec", *args, "--exporter",
+                           "jsonl", "--output", os.devnull, "--", "cat", "/proc/self/cgroup"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_without_a_writable_cgroup_the_default_quietly_stays_batch():
+    p = _with_read_only_cgroups()
+    assert p.returncode == 0, p.stderr
+    assert "running SCHED_BATCH: no idle cpu cgroup" in p.stderr, p.stderr
+    assert "WARNING" not in p.stderr, p.stderr
+    assert _cpu_cgroup(p.stdout) == _of(os.getpid())
+    # Asked for explicitly, idle says why it could not be had and what to do.
+    p = _with_read_only_cgroups("--sched", "idle")
+    assert p.returncode == 0, p.stderr
+    assert "could not run the agent in an idle cpu cgroup" in p.stderr, p.stderr
+    assert "--sched batch silences this" in p.stderr, p.stderr
