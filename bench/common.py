@@ -220,14 +220,15 @@ class Agent:
                 raise RuntimeError("agent did not start:\n" + self.proc.output()[-3000:])
             time.sleep(0.05)
         time.sleep(0.3)
-        if "idle" in extra:  # --sched idle: measure it idle, after its fair-share start
-            self._wait_idle(deadline)
+        self._wait_idle(deadline)  # --sched idle: measure it idle, after its fair-share start
 
     def _wait_idle(self, deadline: float) -> None:
-        from ebpf_tracer.cpusched import cpu_cgroup_dir
+        from ebpf_tracer.cpusched import IDLE_CGROUP, cpu_cgroup_dir
 
-        text = Path(f"/proc/{self.pid}/cgroup").read_text()
-        idle = cpu_cgroup_dir(text)[0] / "cpu.idle"
+        group = cpu_cgroup_dir(Path(f"/proc/{self.pid}/cgroup").read_text())[0]
+        if group.name != IDLE_CGROUP:  # --sched batch|normal, or no idle cgroup here
+            return
+        idle = group / "cpu.idle"
         while idle.read_text().strip() != "1":
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the agent never turned {idle} idle")

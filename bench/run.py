@@ -107,7 +107,7 @@ def _rate_row(m: dict) -> list:
 AB_ARMS = {
     "nobatch": ({"EBPF_TRACER_POLL_BATCH_MS": "0"}, []),  # a wakeup per record
     "parser": ({"EBPF_TRACER_KERNEL_HTTP1": "0"}, []),  # no HTTP/1 framing in the kernel
-    "idle": ({}, ["--sched", "idle"]),  # in an idle cpu cgroup
+    "batch": ({}, ["--sched", "batch"]),  # not in an idle cpu cgroup
     "base": ({"PYTHONPATH": os.environ.get("BENCH_BASE", "")}, []),
     "pollfixed": ({"EBPF_TRACER_POLL_TARGET": "0"}, []),  # 5 ms between polls, any rate
     "export128": ({}, ["--bsp-max-export-batch-size", "128"]),  # shorter export sends
