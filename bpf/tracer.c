@@ -360,8 +360,13 @@ BPF_HASH(own_pending, __u64, __u8, 1024);
 BPF_HASH(own_socks, __u64, struct own_conn, 1024);
 BPF_HASH(own_conns, struct own_conn, __u8, 1024);
 /* The agent's ends of connections a server has established but not yet
- * accepted, as that accept() will name its peer. */
-BPF_HASH(own_accepts, struct own_key, __u8, 1024);
+ * accepted, as that accept() will name its peer, and when (ktime ns). The
+ * server may be one this tracer does not trace (whose accept never comes
+ * here), and the mark names the client end only: it is good for a few seconds
+ * (an accept follows within ms) lest a traced server's ordinary client that
+ * shares the port later be taken for the agent. */
+#define OWN_ACCEPT_WINDOW_NS 3000000000ULL
+BPF_HASH(own_accepts, struct own_key, __u64, 1024);
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     if (args->protocol != IPPROTO_TCP_)
@@ -382,8 +387,10 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
             c.local.port = args->dport;
             __builtin_memcpy(c.remote.addr, args->saddr_v6, 16);
             c.remote.port = args->sport;
-            if (own_conns.lookup(&c))
-                own_accepts.update(&c.local, &one);
+            if (own_conns.lookup(&c)) {
+                __u64 now = bpf_ktime_get_ns();
+                own_accepts.update(&c.local, &now);
+            }
             return 0;
         }
         if (!own_pending.lookup(&sk))
@@ -446,8 +453,11 @@ static __always_inline void open_conn(void *ctx, __u64 id, __s32 fd, __u8 role, 
             return;
         }
         peer.port = st.info.peer_port;
-        if (role == ROLE_SERVER && own_accepts.lookup(&peer)) {
+        __u64 *marked = role == ROLE_SERVER ? own_accepts.lookup(&peer) : 0;
+        __u8 own = marked && bpf_ktime_get_ns() - *marked < OWN_ACCEPT_WINDOW_NS;
+        if (marked)
             own_accepts.delete(&peer);
+        if (own) {
             /* The client is this agent's exporter: never traced. */
             st.proto = PROTO_NONE;
             st.tls_proto = PROTO_NONE;

@@ -84,20 +84,26 @@ def export_ports(agent_pid: int, receiver_port: int) -> set[int]:
     return ports
 
 
-def test_a_client_sharing_the_exporters_port_is_traced(netns, start_agent, procs):
+SERVER_PORT = 8080
+OWN_ACCEPT_WINDOW_S = 3.0  # bpf/tracer.c: how long a connection's far end is awaited
+
+
+@pytest.fixture
+def scene(netns: str, procs: list) -> Iterator[tuple[subprocess.Popen, OtlpReceiver, dict]]:
+    """In the namespace: a traced http.server, an OTLP receiver (fixed ports: the
+    namespace has a single ephemeral one), the agent's environment. Tests list
+    start_agent before it, so that fixture's own receiver is made outside."""
     d = tempfile.mkdtemp()
     Path(d, "hello.txt").write_text("hello\n")
-    # Fixed ports: the namespace has a single ephemeral one.
     with inside(netns), OtlpReceiver(grpc_port=4317, http_port=4318) as receiver:
-        server_port = 8080
-        srv = subprocess.Popen([sys.executable, "-m", "http.server", str(server_port), "--bind",
-                                "127.0.0.1", "--directory", d],
+        srv = subprocess.Popen([sys.executable, "-m", "http.server", str(SERVER_PORT),
+                                "--bind", "127.0.0.1", "--directory", d],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(srv)
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("127.0.0.1", server_port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", SERVER_PORT), timeout=1).close()
                 break
             except OSError:
                 assert time.monotonic() < deadline, "http.server did not start"
@@ -105,22 +111,47 @@ def test_a_client_sharing_the_exporters_port_is_traced(netns, start_agent, procs
         env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
         env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
-        # The receiver (this process) is traced too: the agent's exports to it
-        # must not come back as spans.
-        agent = start_agent("attach", "--pid", str(srv.pid), "--pid", str(os.getpid()),
-                            "--bsp-schedule-delay", "100", env=env)
-        # A first request from another address: its span opens the exporter's
-        # kept-alive connection, which takes the namespace's one port.
-        get(server_port, "/hello.txt?first", source="127.0.0.2")
-        receiver.wait_for(lambda s: s.attributes.get("url.query") == "first", timeout=15)
-        assert export_ports(agent.proc.pid, receiver.http_port) == {PORT}
-        # The same local port again, to the server this time.
-        local, body = get(server_port, "/hello.txt?shared-port")
-        assert local == PORT and body.startswith(b"HTTP/1.0 200")
-        [span] = receiver.wait_for(lambda s: s.attributes.get("url.query") == "shared-port"
-                                   and s.resource.get("process.pid") == srv.pid, timeout=15)
-        assert span.attributes["client.port"] == PORT
-        # The agent's own exports still never come back as spans.
-        time.sleep(1.0)
-        own = [s for s in receiver.spans if s.attributes.get("url.path") == "/v1/traces"]
-        assert own == []
+        yield srv, receiver, env
+
+
+def _open_the_export_connection(agent, receiver: OtlpReceiver) -> None:  # noqa: ANN001
+    """A first request from another address: its span opens the exporter's
+    kept-alive connection, which takes the namespace's one port."""
+    get(SERVER_PORT, "/hello.txt?first", source="127.0.0.2")
+    receiver.wait_for(lambda s: s.attributes.get("url.query") == "first", timeout=15)
+    assert export_ports(agent.proc.pid, receiver.http_port) == {PORT}
+
+
+def _shared_port_request_is_traced(srv: subprocess.Popen, receiver: OtlpReceiver) -> None:
+    local, body = get(SERVER_PORT, "/hello.txt?shared-port")
+    assert local == PORT and body.startswith(b"HTTP/1.0 200")
+    [span] = receiver.wait_for(lambda s: s.attributes.get("url.query") == "shared-port"
+                               and s.resource.get("process.pid") == srv.pid, timeout=15)
+    assert span.attributes["client.port"] == PORT
+
+
+def test_a_client_sharing_the_exporters_port_is_traced(start_agent, scene):
+    """The receiver is not traced: nothing ever accepts the exporter's connection
+    where the kernel looks, and the client comes after the accept window."""
+    srv, receiver, env = scene
+    agent = start_agent("attach", "--pid", str(srv.pid), "--bsp-schedule-delay", "100",
+                        env=env)
+    _open_the_export_connection(agent, receiver)
+    time.sleep(OWN_ACCEPT_WINDOW_S + 0.5)
+    _shared_port_request_is_traced(srv, receiver)
+
+
+def test_exports_to_a_traced_receiver_never_come_back_as_spans(start_agent, scene):
+    """The receiver (this process) is traced too: its accept of the exporter's
+    connection is recognised, and only that one: a client sharing the port
+    right after is traced."""
+    srv, receiver, env = scene
+    agent = start_agent("attach", "--pid", str(srv.pid), "--pid", str(os.getpid()),
+                        "--bsp-schedule-delay", "100", env=env)
+    _open_the_export_connection(agent, receiver)
+    _shared_port_request_is_traced(srv, receiver)
+    time.sleep(1.0)  # the export carrying that span, and the next
+    own = [s for s in receiver.spans if s.attributes.get("url.path") == "/v1/traces"]
+    assert own == []
+    assert any(s.resource.get("process.pid") == os.getpid() for s in receiver.spans), \
+        "this process was not traced: the check above proves nothing"
