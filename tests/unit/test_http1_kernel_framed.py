@@ -167,3 +167,14 @@ def test_bytes_that_are_not_a_request_are_left_to_the_parser():
     assert conn.fast_request(b"\x16\x03\x01 not http\r\n\r\n", 1) == []
     assert conn.fast_response(200, 1, 0, 2, 0) == []
     assert conn.stats.unmatched_responses == 1
+
+
+def test_bytes_after_framed_exchanges_are_no_mid_stream_join():
+    """Exchanges the kernel framed count as messages seen: garbage after them is
+    a parse error, where on a fresh connection it is a join mid-stream."""
+    after = Http1Connection(Role.SERVER)
+    after.fast_exchange(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1, 200, 1, 2, 2, 0)
+    fresh = Http1Connection(Role.SERVER)
+    for conn in (after, fresh):
+        assert conn.feed(IN, b"BREW /pot HTCPCP/1.0\r\n\r\n", 3) == []
+    assert (after.stats.parse_errors, fresh.stats.parse_errors) == (1, 0)

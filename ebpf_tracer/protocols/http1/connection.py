@@ -78,7 +78,7 @@ class Http1Connection:
 
     __slots__ = (
         "role", "stats", "_max_pending", "_max_head", "_pending", "_req", "_resp", "_dirs",
-        "_out", "_closed", "_suspects", "_seen",
+        "_out", "_closed", "_suspects",
     )
 
     def __init__(
@@ -96,7 +96,6 @@ class Http1Connection:
         self._dirs: tuple[MessageParser, MessageParser] | None = None  # by Direction
         self._out: list[Http1Record] = []
         self._closed = False
-        self._seen = False  # a request went by before the parsers existed
         # Requests at the queue head whose responses may have vanished in a gap.
         self._suspects = 0
 
@@ -179,10 +178,8 @@ class Http1Connection:
             if head is None:
                 head = _fast_head(data)
             if head:
-                if req is None:
-                    self._seen = True
-                else:
-                    req.take_seen()
+                if req is not None:
+                    req.take_seen()  # (without parsers stats.records says so: _directions)
                 self._suspects = 0
                 method, target, version, headers = head
                 return [self._framed(method, target, version, headers, 0, ts_ns, None,
@@ -272,7 +269,7 @@ class Http1Connection:
                     False, self.stats, self._on_response_head, self._on_response_end,
                     self._on_response_lost, self._max_head,
                 )
-                if self._seen:
+                if self.stats.records:  # exchanges the kernel framed went by
                     req.take_seen()
             # INGRESS=0 carries a server's requests, a client's responses.
             dirs = self._dirs = (req, self._resp) if self.role == _SERVER else (self._resp, req)
