@@ -14,8 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # System packages: BCC and its Python module, kernel headers, and the real
-# servers/clients the end-to-end tests and the demo drive.
-PKGS="bpfcc-tools python3-bpfcc linux-headers-amd64 nginx-light wrk curl nghttp2-client nghttp2-server nodejs openssl"
+# servers/clients the end-to-end tests and the demo drive (iproute2: `ip netns`).
+PKGS="bpfcc-tools python3-bpfcc linux-headers-amd64 nginx-light wrk curl nghttp2-client nghttp2-server nodejs openssl iproute2"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
