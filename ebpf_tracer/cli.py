@@ -35,11 +35,11 @@ def _common(f: Callable) -> Callable:
                      "burst the agent can fall behind before records are lost."),
         click.option("--sched", "cpu_sched", type=click.Choice(["idle", "batch", "normal"]),
                      default=None, expose_value=False, callback=_agent_option,
-                     help="The agent's CPU policy. idle (default): the applications never "
-                     "wait for it (an idle cpu cgroup; it takes its fair share back while "
-                     "it is late; batch when no cgroup can be made); batch: it never "
-                     "preempts them but they may wait for its time slice; normal: the "
-                     "kernel default (docs/performance.md)."),
+                     help="The agent's CPU policy. idle (default): a woken application "
+                     "always preempts it (an idle cpu cgroup; it takes its fair share back "
+                     "while it is late; batch when no cgroup can be made); batch: it never "
+                     "preempts the applications but they may wait for its time slice; "
+                     "normal: the kernel default (docs/performance.md)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logs."),
     ]
     f = _export_options(f)  # listed after these in --help
