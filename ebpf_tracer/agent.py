@@ -160,8 +160,7 @@ class Agent:
         # connections are resolved before short-lived ones close.
         self._sockets.refresh()
         self.probes.open_ring_buffer(self._on_record)
-        # Every thread started so far, and later ones.
-        cpusched.apply(self.cfg.cpu_sched or "idle", asked=self.cfg.cpu_sched is not None)
+        cpusched.apply(self.cfg.cpu_sched)  # every thread started so far, and later ones
         if self.cfg.ready_file:
             Path(self.cfg.ready_file).write_text(f"{os.getpid()}\n")
         log.info("tracing (%s mode)", self.cfg.mode.value)

@@ -22,8 +22,8 @@ class Config:
     output: str | None = None
     ready_file: str | None = None
     max_copy: int = 2048
-    # The agent's CPU policy (ebpf_tracer.cpusched); None: idle where an idle cpu
-    # cgroup can be made, else batch, without a warning.
+    # The agent's CPU policy (ebpf_tracer.cpusched); None: its DEFAULT (idle where
+    # an idle cpu cgroup can be made, else batch, without a warning).
     cpu_sched: str | None = None
     ringbuf_pages: int = 4096
     max_conns: int = 65536

@@ -48,11 +48,17 @@ _idle_cgroup: Path | None = None
 _claimed = False  # cpu.idle turned off while the agent catches up
 
 
-def apply(policy: str, asked: bool = True) -> int:
+DEFAULT = "idle"
+
+
+def apply(policy: str | None) -> int:
     """Put every thread of this process (and the threads they start later) under
-    `policy`; returns how many threads changed. Failure only logs (a warning if
-    the user `asked` for this policy): the agent still works, just less politely."""
+    `policy` (None: the DEFAULT, whose failure is no news); returns how many
+    threads changed. Failure only logs (a warning if the user asked for this
+    policy): the agent still works, just less politely."""
     global _original
+    asked = policy is not None
+    policy = policy or DEFAULT
     if policy not in POLICIES:
         raise ValueError(f"unknown scheduling policy {policy!r}; use one of {sorted(POLICIES)}")
     if _original is None:

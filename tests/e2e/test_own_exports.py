@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import need
+from tests.e2e.conftest import need, wait_port
 from tests.otlp_receiver import OtlpReceiver
 
 CLONE_NEWNET = 0x40000000
@@ -100,14 +100,7 @@ def scene(netns: str, procs: list) -> Iterator[tuple[subprocess.Popen, OtlpRecei
                                 "--bind", "127.0.0.1", "--directory", d],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(srv)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", SERVER_PORT), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "http.server did not start"
-                time.sleep(0.05)
+        wait_port(SERVER_PORT)
         env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
         env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
