@@ -177,11 +177,36 @@ def start_nginx() -> tuple[Proc, int]:
     return p, port
 
 
-def start_sink() -> tuple[Proc, int]:
+def start_sink(idle: bool = False) -> tuple[Proc, int]:
+    """The counting OTLP receiver; `idle`: in an idle cpu cgroup of its own, out of
+    the application's way as a collector on another machine would be."""
     port = free_port()
     p = Proc([sys.executable, str(ROOT / "bench" / "sink.py"), str(port)])
     wait_port(port)
+    if idle:
+        try:
+            _into_idle_group(p.pid)
+        except OSError as e:
+            p.stop()
+            raise RuntimeError(f"bench: cannot put the receiver in an idle cpu cgroup ({e}); "
+                               "run without the idlesink arm (it needs Linux 5.15+, root and "
+                               "the cpu cgroup controller)") from e
     return p, port
+
+
+RECEIVER_CGROUP = "ebpf-tracer-bench-receiver"
+
+
+def _into_idle_group(pid: int) -> None:
+    """Move process `pid` (all its threads, and those it starts later) into an idle
+    cpu cgroup below this process's own."""
+    from ebpf_tracer.cpusched import cpu_cgroup_dir
+
+    base, _v2 = cpu_cgroup_dir()
+    group = base / RECEIVER_CGROUP
+    group.mkdir(exist_ok=True)
+    (group / "cpu.idle").write_text("1")  # v2: only where `base` hands the cpu controller down
+    (group / "cgroup.procs").write_text(str(pid))
 
 
 def sink_count(port: int) -> int:

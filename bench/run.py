@@ -111,13 +111,29 @@ AB_ARMS = {
     "base": ({"PYTHONPATH": os.environ.get("BENCH_BASE", "")}, []),
     "pollfixed": ({"EBPF_TRACER_POLL_TARGET": "0"}, []),  # 5 ms between polls, any rate
     "export128": ({}, ["--bsp-max-export-batch-size", "128"]),  # shorter export sends
+    # The default agent exporting to a receiver in an idle cpu cgroup: the agent's own
+    # cost without the receiver's (which shares the two cores at normal priority).
+    "idlesink": ({}, []),
 }
+
+
+def _sinks(ab: tuple[str, ...]) -> tuple[list[Proc], int, int]:
+    """(processes, the receiver's port, the idlesink arm's receiver port)."""
+    sink, port = start_sink()
+    if "idlesink" not in ab:
+        return [sink], port, port
+    try:
+        idle, idle_port = start_sink(idle=True)
+    except RuntimeError:
+        sink.stop()
+        raise
+    return [sink, idle], port, idle_port
 
 
 def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
                 ab: tuple[str, ...] = ()) -> dict:
     nginx, port = start_nginx()
-    sink, sport = start_sink()
+    sinks, sport, isport = _sinks(ab)
     url = f"http://127.0.0.1:{port}/c"
     runs: dict = {}
     try:
@@ -132,7 +148,8 @@ def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
                     def load(conns=conns, delay=delay):
                         return wrk(url, duration, conns, delay_ms=delay)
                     env, extra = AB_ARMS.get(mode.removeprefix("traced-"), (None, []))
-                    r = traced_run(nginx.pid, sport, load, extra, env) if mode != "untraced" \
+                    to = isport if mode == "traced-idlesink" else sport
+                    r = traced_run(nginx.pid, to, load, extra, env) if mode != "untraced" \
                         else load()
                     runs.setdefault(f"{rate}/{mode}", []).append(r)
                     print(f"  {rate}/s {mode}: {r['rps']:.0f} req/s "
@@ -141,7 +158,8 @@ def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
                              if mode != "untraced" else ""), flush=True)
     finally:
         nginx.stop()
-        sink.stop()
+        for proc in sinks:
+            proc.stop()
     rows, summary = [], {}
     for rate in rates:
         u, t = runs[f"{rate}/untraced"], runs[f"{rate}/traced"]
@@ -290,7 +308,7 @@ def _gunicorn(port: int, sdk_sink: int | None) -> Proc:
 
 
 def flask(reps: int, duration: float, conns: int = 8, ab: tuple[str, ...] = ()) -> dict:
-    sink, sport = start_sink()
+    sinks, sport, isport = _sinks(ab)
     runs: dict = {"untraced": [], "ebpf-tracer": [],
                   **{f"ebpf-tracer-{arm}": [] for arm in ab}, "otel-sdk": []}
     try:
@@ -303,7 +321,8 @@ def flask(reps: int, duration: float, conns: int = 8, ab: tuple[str, ...] = ()) 
                     wrk(url, 1, conns)  # warm up (imports, first requests)
                     if mode.startswith("ebpf-tracer"):
                         env, extra = AB_ARMS.get(mode.removeprefix("ebpf-tracer-"), (None, []))
-                        r = traced_run(g.pid, sport, lambda url=url: wrk(url, duration, conns),
+                        to = isport if mode == "ebpf-tracer-idlesink" else sport
+                        r = traced_run(g.pid, to, lambda url=url: wrk(url, duration, conns),
                                        extra, env)
                     else:
                         sink_reset(sport)
@@ -315,7 +334,8 @@ def flask(reps: int, duration: float, conns: int = 8, ab: tuple[str, ...] = ()) 
                 runs[mode].append(r)
                 print(f"  {mode}: {r['rps']:.0f} req/s", flush=True)
     finally:
-        sink.stop()
+        for proc in sinks:
+            proc.stop()
     base = median([r["rps"] for r in runs["untraced"]])
     rows, s = [], {}
     for mode, rs in runs.items():
