@@ -332,6 +332,7 @@ class Agent:
             # idle agent on a busy machine would crawl through it); idle once calm.
             cpusched.claim(True)
             self.probes.on_poll_start = self._claim_cpu_while_late
+            self.probes.between_records = cpusched.give_way
         # Most of what the loop allocates lives for one request: a young
         # generation of 700 objects would collect every few records.
         gc.freeze()

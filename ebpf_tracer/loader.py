@@ -38,6 +38,9 @@ from .pacing import PollPacer
 log = logging.getLogger(__name__)
 
 POLL_LIMIT = 1024  # records per Probes.poll() at most
+# Records between two calls of Probes.between_records (~15 us each: a pause
+# every ~0.1 ms of work).
+PAUSE_EVERY = 8
 
 # OpenSSL functions whose plaintext we read, and each one's entry program.
 SSL_FUNCS = (
@@ -280,6 +283,8 @@ class Probes:
         # Called as each poll begins with how late the agent is: the ring buffer's
         # fill (0-1) and the age (s) of its oldest unread record (Agent: cpusched).
         self.on_poll_start: Callable[[float, float], None] | None = None
+        # Called every PAUSE_EVERY records of a poll while more follow (cpusched.give_way).
+        self.between_records: Callable[[], None] | None = None
         self._ssl_attached: set[str] = set()
         self._uprobes: list[int] = []
         log.debug("attached %d tracepoints (max_copy=%d)", self.num_tracepoints, cfg.max_copy)
@@ -410,15 +415,21 @@ class Probes:
             # Records carry bpf_ktime_get_ns(): CLOCK_MONOTONIC, as time.monotonic_ns().
             lag_s = 0.0 if first is None else (time.monotonic_ns() - events.record_ts(first)) / 1e9
             self.on_poll_start(backlog, lag_s)
-        n = ring.consume(cb, POLL_LIMIT)
+        n = self._consume(ring, cb)
         if not n and timeout_ms and ring.wait(timeout_ms / 1000):
-            n = ring.consume(cb, POLL_LIMIT)
+            n = self._consume(ring, cb)
         if n and n < POLL_LIMIT and timeout_ms and self._batch_s:
             # Caught up: let the next batch accumulate (fewer wakeups per record).
             pause = self._pacer.pause(n, time.monotonic())
             # A ring buffer (--ringbuf-mb) filling up: no long sleeps.
             time.sleep(pause if backlog < 1 / 32 else self._batch_s)
         return n
+
+    def _consume(self, ring, cb) -> int:  # noqa: ANN001
+        pause = self.between_records
+        if pause is None:
+            return ring.consume(cb, POLL_LIMIT)
+        return ring.consume_paced(cb, POLL_LIMIT, PAUSE_EVERY, pause)
 
     def take_ssl_unmapped(self) -> dict[int, int]:
         """Processes whose SSL calls had no socket to tie them to, since the

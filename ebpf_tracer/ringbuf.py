@@ -64,6 +64,19 @@ class RingBuffer:
         """Sleep until the kernel signals new data (or the timeout); True if signalled."""
         return bool(self._epoll.poll(timeout_s))
 
+    def consume_paced(self, callback: Callable[[memoryview], object], limit: int,
+                      every: int, pause: Callable[[], object]) -> int:
+        """`consume`, calling `pause()` after each `every` records while more may
+        follow (cpusched.give_way: a busy agent lets waiting applications in)."""
+        n = 0
+        while n < limit:
+            k = self.consume(callback, min(every, limit - n))
+            n += k
+            if k < every or n >= limit:
+                break
+            pause()
+        return n
+
     def consume(self, callback: Callable[[memoryview], object], limit: int = 1 << 30) -> int:
         """Hand every submitted record to ``callback`` (the view is valid only during
         the call); returns how many. Stops at a record still being written."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from .. import __version__
+from .. import __version__, cpusched
 from ..model import Span
 from .config import OtlpConfig
 from .encoder import encode_request_bytes
@@ -67,7 +67,7 @@ class OtlpGrpcExporter(OtlpTransport):
             return SUCCESS
         if self._stop.is_set():
             return Outcome(ok=False, detail="exporter shut down", code="shutdown")
-        request = encode_request_bytes(spans)
+        request = encode_request_bytes(spans, cpusched.give_way)
 
         def attempt(timeout_s: float) -> Outcome:
             try:

@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from .. import __version__
+from .. import __version__, cpusched
 from ..model import Span
 from .config import PROTOCOL_HTTP_JSON, OtlpConfig
 from .encoder import encode_request_bytes, encode_spans_json
@@ -73,7 +73,7 @@ class OtlpHttpExporter(OtlpTransport):
         if self._json:
             body = json.dumps(encode_spans_json(spans), separators=(",", ":")).encode()
         else:
-            body = encode_request_bytes(spans)
+            body = encode_request_bytes(spans, cpusched.give_way)
         if self._gzip:
             # Level 6 (zlib's default) is several times faster than gzip's 9 for ~the same size.
             body = gzip.compress(body, compresslevel=6, mtime=0)

@@ -103,3 +103,26 @@ def test_first_is_the_oldest_unconsumed_record(ring: RingBuffer) -> None:
             assert want == got[before]
     assert seen >= 10
     assert ring.first() is None
+
+
+def test_paced_consume_pauses_between_chunks_and_loses_nothing(ring: RingBuffer) -> None:
+    ring.consume(lambda v: None)
+    got: list[int] = []
+    log: list[str] = []
+
+    def take(view: memoryview) -> None:
+        got.append(struct.unpack_from("<Q", view, 0)[0])
+        log.append("r")
+
+    for _ in range(14):  # 12 submitted (2 discarded): fits the one-page ring
+        os.getppid()
+    n = ring.consume_paced(take, 100, 5, lambda: log.append("p"))
+    assert n == len(got) == 12
+    assert got == sorted(got)
+    # A pause after each 5 records while more may follow: never after the last.
+    assert "".join(log) == "rrrrrprrrrrprr"
+    assert ring.available() == 0
+    for _ in range(14):
+        os.getppid()
+    assert ring.consume_paced(take, 7, 5, lambda: log.append("p")) == 7  # the limit holds
+    assert ring.consume(lambda v: None) == 5

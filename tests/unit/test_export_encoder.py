@@ -190,3 +190,15 @@ def test_span_to_json_parent_and_awkward_values_stay_valid_json() -> None:
     text = json.dumps(out, allow_nan=False)  # raises if NaN leaked through
     assert json.loads(text)["parentSpanId"] == "00f067aa0ba902b7"
     assert "parentSpanId" not in span_to_json(make_span())
+
+
+def test_pause_is_called_every_64_spans_and_changes_nothing() -> None:
+    from ebpf_tracer.export.encoder import PAUSE_SPANS
+
+    # Two resources: the count runs on across ResourceSpans groups.
+    spans = [make_span(str(i), resource=NGINX if i % 3 else CURL, attributes={"i": i})
+             for i in range(300)]
+    calls: list[int] = []
+    paced = encode_request_bytes(spans, lambda: calls.append(1))
+    assert paced == encode_request_bytes(spans)
+    assert len(calls) == 300 // PAUSE_SPANS
