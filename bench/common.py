@@ -209,6 +209,16 @@ def _into_idle_group(pid: int) -> None:
     (group / "cgroup.procs").write_text(str(pid))
 
 
+def remove_receiver_group() -> None:
+    """Remove the receiver's idle cgroup once its process has gone (if it was made)."""
+    from ebpf_tracer.cpusched import cpu_cgroup_dir
+
+    try:
+        (cpu_cgroup_dir()[0] / RECEIVER_CGROUP).rmdir()
+    except OSError:
+        pass  # never made, or still in use
+
+
 def sink_count(port: int) -> int:
     import urllib.request
 

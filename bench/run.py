@@ -28,6 +28,7 @@ from bench.common import (  # noqa: E402
     Proc,
     free_port,
     median,
+    remove_receiver_group,
     sink_count,
     sink_reset,
     start_nginx,
@@ -130,6 +131,13 @@ def _sinks(ab: tuple[str, ...]) -> tuple[list[Proc], int, int]:
     return [sink, idle], port, idle_port
 
 
+def _stop_sinks(sinks: list[Proc]) -> None:
+    for proc in sinks:
+        proc.stop()
+    if len(sinks) > 1:
+        remove_receiver_group()
+
+
 def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
                 ab: tuple[str, ...] = ()) -> dict:
     nginx, port = start_nginx()
@@ -158,8 +166,7 @@ def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
                              if mode != "untraced" else ""), flush=True)
     finally:
         nginx.stop()
-        for proc in sinks:
-            proc.stop()
+        _stop_sinks(sinks)
     rows, summary = [], {}
     for rate in rates:
         u, t = runs[f"{rate}/untraced"], runs[f"{rate}/traced"]
@@ -334,8 +341,7 @@ def flask(reps: int, duration: float, conns: int = 8, ab: tuple[str, ...] = ()) 
                 runs[mode].append(r)
                 print(f"  {mode}: {r['rps']:.0f} req/s", flush=True)
     finally:
-        for proc in sinks:
-            proc.stop()
+        _stop_sinks(sinks)
     base = median([r["rps"] for r in runs["untraced"]])
     rows, s = [], {}
     for mode, rs in runs.items():
