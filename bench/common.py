@@ -9,13 +9,16 @@ import ast
 import json
 import os
 import platform
+import random
 import re
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -77,6 +80,17 @@ def median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def bootstrap_ratio(traced: list[float], untraced: list[float], rounds: int = 2000,
+                    seed: int = 0) -> tuple[float, float]:
+    """A 90% interval for sum(traced) / sum(untraced), resampling the pairs."""
+    rng = random.Random(seed)
+    pairs = list(zip(traced, untraced, strict=True))
+    ratios = sorted(
+        sum(t for t, _ in pick) / sum(u for _, u in pick)
+        for pick in (rng.choices(pairs, k=len(pairs)) for _ in range(rounds)))
+    return ratios[int(rounds * 0.05)], ratios[int(rounds * 0.95) - 1]
+
+
 def table(title: str, header: list[str], rows: list[list]) -> None:
     def fmt(v) -> str:  # noqa: ANN001
         if v is None:
@@ -118,6 +132,38 @@ def children(pid: int) -> list[int]:
         except OSError:
             pass
     return out
+
+
+# Kernel functions that run only for the tracer: the syscall tracepoints' perf
+# glue, tracepoint records, the BPF programs and their helpers.
+TRACING_FRAMES = re.compile(
+    r"(?m)\s(syscall_trace_enter|perf_syscall_(enter|exit)|perf_trace_\w+|trace_call_bpf"
+    r"|bpf_prog_\w+|bpf_ringbuf_\w+|bpf_probe_read_\w+)$")
+
+
+def perf_share(pid: int, seconds: float, load: Callable[[], object]) -> float | None:
+    """The share of `pid`'s CPU time (perf cpu-clock samples, with call chains)
+    spent in tracing code while `load()` runs; None if perf cannot sample."""
+    data = Path(tempfile.mktemp(prefix="bench-perf-"))
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(1)
+        rec = subprocess.run(["perf", "record", "-q", "-F", "999", "-e", "cpu-clock", "-g",
+                              "-p", str(pid), "-o", str(data), "--", "sleep", str(seconds)],
+                             capture_output=True)
+    finally:
+        worker.join()
+    try:
+        if rec.returncode != 0:
+            return None
+        script = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip,sym"],
+                                capture_output=True, text=True).stdout
+    finally:
+        data.unlink(missing_ok=True)
+    samples = [s for s in script.split("\n\n") if s.strip()]
+    hit = sum(1 for s in samples if TRACING_FRAMES.search(s))
+    return hit / len(samples) if samples else None
 
 
 class Proc:

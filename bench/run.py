@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -26,8 +27,11 @@ from bench.common import (  # noqa: E402
     VENV,
     Agent,
     Proc,
+    bootstrap_ratio,
+    children,
     free_port,
     median,
+    perf_share,
     remove_receiver_group,
     sink_count,
     sink_reset,
@@ -315,48 +319,111 @@ def _gunicorn(port: int, sdk_sink: int | None) -> Proc:
 
 
 def flask(reps: int, duration: float, conns: int = 8, ab: tuple[str, ...] = ()) -> dict:
+    """Throughput of one gunicorn worker, untraced windows between the traced ones.
+
+    This VM's vCPUs change speed by up to 2x from one second to the next (an
+    untraced worker's CPU per request: 290-610 us in 1-s windows), so runs on
+    separate processes minutes apart compare noise. Each rep runs one gunicorn:
+    U, T1, U, T2, ..., U, and every traced window (the agent attached by PID,
+    or the SDK's own gunicorn) is compared with the mean of the untraced windows
+    either side. The ratio is total traced over total untraced requests across
+    reps, with a 90% bootstrap interval over reps."""
     sinks, sport, isport = _sinks(ab)
-    runs: dict = {"untraced": [], "ebpf-tracer": [],
-                  **{f"ebpf-tracer-{arm}": [] for arm in ab}, "otel-sdk": []}
+    modes = ["ebpf-tracer", *[f"ebpf-tracer-{arm}" for arm in ab], "otel-sdk"]
+    runs: dict = {"untraced": [], **{m: [] for m in modes}}
+    around: dict = {m: [] for m in modes}  # untraced req/s either side, per traced run
     try:
-        for _ in range(reps):
-            for mode in runs:
-                port = free_port()
-                g = _gunicorn(port, sport if mode == "otel-sdk" else None)
-                url = f"http://127.0.0.1:{port}/hello/world"
-                try:
-                    wrk(url, 1, conns)  # warm up (imports, first requests)
-                    if mode.startswith("ebpf-tracer"):
-                        env, extra = AB_ARMS.get(mode.removeprefix("ebpf-tracer-"), (None, []))
-                        to = isport if mode == "ebpf-tracer-idlesink" else sport
-                        r = traced_run(g.pid, to, lambda url=url: wrk(url, duration, conns),
-                                       extra, env)
-                    else:
-                        sink_reset(sport)
-                        r = wrk(url, duration, conns)
-                        if mode == "otel-sdk":
-                            r["spans"] = _drain(sport, r["requests"], 3)
-                finally:
-                    g.stop()
-                runs[mode].append(r)
-                print(f"  {mode}: {r['rps']:.0f} req/s", flush=True)
+        for rep in range(reps):
+            port = free_port()
+            g = _gunicorn(port, None)
+            url = f"http://127.0.0.1:{port}/hello/world"
+            try:
+                wrk(url, 1, conns)  # warm up (imports, first requests)
+                before = wrk(url, duration, conns)
+                runs["untraced"].append(before)
+                order = modes[rep % len(modes):] + modes[:rep % len(modes)]
+                for mode in order:
+                    r = _flask_traced(mode, g.pid, url, duration, conns, sport, isport)
+                    after = wrk(url, duration, conns)
+                    runs["untraced"].append(after)
+                    runs[mode].append(r)
+                    around[mode].append((before["rps"] + after["rps"]) / 2)
+                    print(f"  {mode}: {r['rps']:.0f} req/s (untraced either side "
+                          f"{before['rps']:.0f}, {after['rps']:.0f})", flush=True)
+                    before = after
+            finally:
+                g.stop()
+        share = _tracing_share(conns, sport) if shutil.which("perf") else None
     finally:
         _stop_sinks(sinks)
-    base = median([r["rps"] for r in runs["untraced"]])
-    rows, s = [], {}
-    for mode, rs in runs.items():
-        rps = median([r["rps"] for r in rs])
-        ratios = [b["rps"] / a["rps"] for a, b in zip(runs["untraced"], rs, strict=True)]
-        s[mode] = {"rps": rps, "ratio": median(ratios),
-                   "p99_ms": median([r["p99_ms"] for r in rs])}
+    rows, s = [], {"untraced": {"rps": median([r["rps"] for r in runs["untraced"]])}}
+    rows.append(["untraced", s["untraced"]["rps"], None, None, None,
+                 median([r["p99_ms"] for r in runs["untraced"]])])
+    for mode in modes:
+        traced = [r["rps"] for r in runs[mode]]
+        lo, hi = bootstrap_ratio(traced, around[mode])
+        s[mode] = {"rps": median(traced), "ratio": sum(traced) / sum(around[mode]),
+                   "ratio_90": [lo, hi],
+                   "ratio_median_of_reps": median([t / u for t, u in
+                                                   zip(traced, around[mode], strict=True)]),
+                   "p99_ms": median([r["p99_ms"] for r in runs[mode]])}
         if mode.startswith("ebpf-tracer"):
-            s[mode]["completeness"] = median([r["completeness"] for r in rs])
-        rows.append([mode, rps, median(ratios), s[mode]["p99_ms"]])
-    table(f"Flask on gunicorn -w1 (wrk -c{conns}, median of {reps}, {duration}s each; "
-          f"untraced {base:.0f} req/s)", ["mode", "req/s", "ratio vs untraced", "p99 ms"], rows)
+            s[mode]["completeness"] = median([r["completeness"] for r in runs[mode]])
+        rows.append([mode, s[mode]["rps"], s[mode]["ratio"], f"{lo:.3f}-{hi:.3f}",
+                     s[mode]["ratio_median_of_reps"], s[mode]["p99_ms"]])
+    table(f"Flask on gunicorn -w1 (wrk -c{conns}; {reps} reps of untraced windows around "
+          f"each traced one, {duration}s each)",
+          ["mode", "req/s", "ratio vs untraced", "90% interval", "median of reps", "p99 ms"],
+          rows)
+    if share:
+        s["tracing_share"] = share
+        print(f"\n  the worker's CPU in tracing code (perf cpu-clock samples): untraced "
+              f"{share['untraced']:.2%}, traced {share['traced']:.2%}")
     write_result("flask", {"reps": reps, "duration_s": duration, "conns": conns,
-                           "summary": s, "runs": runs})
+                           "summary": s, "runs": runs, "untraced_around": around})
     return s
+
+
+def _flask_traced(mode: str, pid: int, url: str, duration: float, conns: int, sport: int,
+                  isport: int) -> dict:
+    """One traced window: the agent attached to `pid`, or the SDK's own gunicorn."""
+    if mode == "otel-sdk":
+        port = free_port()
+        g = _gunicorn(port, sport)
+        sdk_url = f"http://127.0.0.1:{port}/hello/world"
+        try:
+            wrk(sdk_url, 1, conns)
+            sink_reset(sport)
+            r = wrk(sdk_url, duration, conns)
+            r["spans"] = _drain(sport, r["requests"], 3)
+        finally:
+            g.stop()
+        return r
+    env, extra = AB_ARMS.get(mode.removeprefix("ebpf-tracer-"), (None, []))
+    to = isport if mode == "ebpf-tracer-idlesink" else sport
+    return traced_run(pid, to, lambda: wrk(url, duration, conns), extra, env)
+
+
+def _tracing_share(conns: int, sport: int, seconds: float = 5) -> dict:
+    """The share of the worker's CPU spent in the tracer's kernel code, untraced
+    (should be 0) and traced: perf samples time, so unlike req/s this share does
+    not move with the vCPU's speed."""
+    port = free_port()
+    g = _gunicorn(port, None)
+    url = f"http://127.0.0.1:{port}/hello/world"
+    out = {}
+    try:
+        worker = children(g.pid)[0]
+        wrk(url, 1, conns)
+        out["untraced"] = perf_share(worker, seconds, lambda: wrk(url, seconds + 2, conns))
+        agent = Agent(g.pid, sport)
+        try:
+            out["traced"] = perf_share(worker, seconds, lambda: wrk(url, seconds + 2, conns))
+        finally:
+            agent.stop()
+    finally:
+        g.stop()
+    return out
 
 
 # -- 4. memory ---------------------------------------------------------------------
