@@ -367,15 +367,27 @@ BPF_HASH(own_conns, struct own_conn, __u8, 1024);
  * shares the port later be taken for the agent. */
 #define OWN_ACCEPT_WINDOW_NS 3000000000ULL
 BPF_HASH(own_accepts, struct own_key, __u64, 1024);
+/* Prefilters, as every TCP state change on the machine runs this program (ten
+ * per short connection): the agent's sockets in SYN_SENT (own_pending's size)
+ * and the local ports of its established ones (several sockets may share one).
+ * Array lookups are inlined: a change that cannot be the agent's costs no hash
+ * lookup. */
+BPF_ARRAY(own_pending_n, __s64, 1);
+BPF_ARRAY(own_ports, __u32, 65536);
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     if (args->protocol != IPPROTO_TCP_)
         return 0;
     __u64 sk = (__u64)args->skaddr;
     __u8 one = 1;
+    __u32 zero = 0;
+    __s64 *pending = own_pending_n.lookup(&zero);
+    if (!pending)
+        return 0;
     if (args->newstate == TCP_SYN_SENT) {
-        if ((bpf_get_current_pid_tgid() >> 32) == AGENT_PID)
-            own_pending.update(&sk, &one);
+        if ((bpf_get_current_pid_tgid() >> 32) == AGENT_PID &&
+            own_pending.insert(&sk, &one) == 0)
+            __sync_fetch_and_add(pending, 1);
         return 0;
     }
     if (args->newstate == TCP_ESTABLISHED) {
@@ -383,6 +395,10 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
         if (args->oldstate == TCP_SYN_RECV) {
             /* A server's end: is its client one of the agent's connections?
              * saddr_v6 holds the IPv4-mapped address for AF_INET sockets. */
+            __u32 cport = args->dport;
+            __u32 *users = own_ports.lookup(&cport);
+            if (!users || !*users)
+                return 0;
             __builtin_memcpy(c.local.addr, args->daddr_v6, 16);
             c.local.port = args->dport;
             __builtin_memcpy(c.remote.addr, args->saddr_v6, 16);
@@ -393,25 +409,36 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
             }
             return 0;
         }
-        if (!own_pending.lookup(&sk))
+        if (*pending <= 0 || own_pending.delete(&sk) != 0)
             return 0;
-        own_pending.delete(&sk);
+        __sync_fetch_and_add(pending, -1);
         __builtin_memcpy(c.local.addr, args->saddr_v6, 16);
         c.local.port = args->sport;
         __builtin_memcpy(c.remote.addr, args->daddr_v6, 16);
         c.remote.port = args->dport;
-        own_socks.update(&sk, &c);
+        if (own_socks.update(&sk, &c) != 0)
+            return 0; /* full: its traffic may be traced (the maps hold 1024) */
         own_conns.update(&c, &one);
+        __u32 lport = args->sport;
+        __u32 *users = own_ports.lookup(&lport);
+        if (users)
+            __sync_fetch_and_add(users, 1);
         return 0;
     }
     if (args->newstate == TCP_CLOSE) {
-        own_pending.delete(&sk);
+        if (*pending > 0 && own_pending.delete(&sk) == 0)
+            __sync_fetch_and_add(pending, -1); /* a connect that failed */
+        __u32 lport = args->sport;
+        __u32 *users = own_ports.lookup(&lport);
+        if (!users || !*users)
+            return 0;
         struct own_conn *c = own_socks.lookup(&sk);
         if (c) {
             struct own_conn gone = *c;
             own_conns.delete(&gone);
             own_accepts.delete(&gone.local);
             own_socks.delete(&sk);
+            __sync_fetch_and_add(users, -1);
         }
     }
     return 0;
