@@ -151,7 +151,7 @@ class ConnManager:
             self._conns.move_to_end(key)
         if t.parser is None:
             first = data if segs is None else next((b for _, b in segs if b), b"")
-            t.parser = self._choose_parser(t.meta.role, flags, first)
+            t.set_parser(self._choose_parser(t.meta.role, flags, first))
         if flags & EVF_TLS:
             t.meta.tls = True
         if flags & EVF_H1_REQ:
@@ -201,8 +201,15 @@ class ConnManager:
             return self._take_pending([])  # opened before us, or forgotten: no request
         self._conns.move_to_end(key)
         if t.parser is None:
+            if req is not None and not partial:
+                # A connection whose exchanges the kernel framed whole needs no
+                # parser (a connection per request: accept, one exchange, close).
+                rec = t.framed_exchange(pos, length, ts_ns, status, minor, body, req)
+                if rec is not None:
+                    out = [(t.meta, rec)]
+                    return self._take_pending(out) if self._pending else out
             # The kernel frames only plain HTTP/1 exchanges it saw accepted.
-            t.parser = Http1Connection(_SERVER)
+            t.set_parser(Http1Connection(_SERVER))
         recs = t.on_h1_response(pos, length, ts_ns, status, minor, body, partial, req)
         meta = t.meta
         out = [(meta, recs[0])] if len(recs) == 1 else [(meta, r) for r in recs]

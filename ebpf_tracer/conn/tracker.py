@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..model import ConnMeta, Direction, Role
+from ..protocols.http1.connection import Http1Record, framed_exchange
 
 
 class ProtocolConnection(Protocol):
@@ -29,6 +30,7 @@ class ConnTracker:
     addresses_resolved: bool = False
     gaps: int = 0  # stretches lost: records the kernel counted but we never received
     skipped: int = 0  # bytes the HTTP/2 frame walk chose not to copy: not a loss
+    framed: int = 0  # exchanges the kernel framed before there was a parser
 
     def on_data(
         self, direction: Direction, pos: int, length: int, data: bytes, ts_ns: int,
@@ -69,6 +71,23 @@ class ConnTracker:
             return self.on_data(Direction.INGRESS, pos, length, data, ts_ns)
         exp[0] = pos + length
         return fast(data, ts_ns)
+
+    def framed_exchange(self, pos: int, length: int, ts_ns: int, status: int, minor: int,
+                        body: int, req: tuple[int, int, bytes, int]) -> Http1Record | None:
+        """A whole exchange the kernel framed, on a connection with no parser yet:
+        its record, when both streams are in step and the request is a plain
+        head (http1.framed_exchange); else None, and the caller gives it a parser."""
+        rpos, rlen, data, rts = req
+        exp = self.expected
+        if (exp[0] >= 0 and rpos != exp[0]) or (exp[1] >= 0 and pos != exp[1]):
+            return None
+        rec = framed_exchange(data, rts, status, minor, body, ts_ns)
+        if rec is not None:
+            self.last_seen_ns = ts_ns
+            self.framed += 1
+            exp[0] = rpos + rlen
+            exp[1] = pos + length
+        return rec
 
     def on_h1_response(self, pos: int, length: int, ts_ns: int, status: int, minor: int,
                        body: int, partial: int,
@@ -128,6 +147,13 @@ class ConnTracker:
             out += parser.gap(direction, rest, ts_ns)
             self.skipped += rest
         return out
+
+    def set_parser(self, parser: ProtocolConnection) -> None:
+        self.parser = parser
+        if self.framed:
+            after = getattr(parser, "after_framed", None)
+            if after is not None:
+                after(self.framed)
 
     def on_close(self, ts_ns: int) -> list:
         return self.parser.close(ts_ns) if self.parser is not None else []

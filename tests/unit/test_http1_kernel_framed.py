@@ -5,14 +5,18 @@ kernel gives a connection back to the parser."""
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 
+from ebpf_tracer.conn.manager import ConnManager
+from ebpf_tracer.events import OpenInfo
 from ebpf_tracer.model import ConnMeta, Role
 from ebpf_tracer.protocols.http1 import Http1Connection, connection
 from ebpf_tracer.spans import http1_span
 from tests.unit.http1_util import IN, OUT, load_capture, replay
 
+GONE = 2**22 + 1000  # a pid that does not exist: /proc lookups find nothing
 _SIMPLE = re.compile(rb"(GET|HEAD) [^\r\n]+\r\n(?:[^\r\n]+\r\n)*\r\n\Z")
 
 
@@ -178,3 +182,90 @@ def test_bytes_after_framed_exchanges_are_no_mid_stream_join():
     for conn in (after, fresh):
         assert conn.feed(IN, b"BREW /pot HTCPCP/1.0\r\n\r\n", 3) == []
     assert (after.stats.parse_errors, fresh.stats.parse_errors) == (1, 0)
+
+
+def _exchanges(name: str) -> list[tuple[bytes, int, bytes, int]]:
+    """(request, its ts, response, its ts) of a capture's simple exchanges, each
+    response whole in one chunk."""
+    chunks = load_capture(name)
+    out = []
+    for req, resp in zip(chunks, chunks[1:], strict=False):
+        if not (req.direction == IN and resp.direction == OUT and _SIMPLE.match(req.data)):
+            continue
+        summary = _summary(req.data.startswith(b"HEAD "), resp.data)
+        if summary and len(resp.data) == resp.data.index(b"\r\n\r\n") + 4 + summary[2]:
+            out.append((req.data, req.ts, resp.data, resp.ts))
+    return out
+
+
+def _open(m, fd: int, gen: int) -> None:  # noqa: ANN001
+    m.on_open(GONE, fd, gen, 2, 100, OpenInfo(socket.AF_INET, 40000 + gen, -1,
+                                              socket.inet_aton("127.0.0.1") + bytes(12), b"t\0"))
+
+
+def _respond(m, fd: int, gen: int, ex: tuple, rpos: int = 0, pos: int = 0,  # noqa: ANN001
+             partial: int = 0) -> list:
+    req, rts, resp, ts = ex
+    status, minor, body = _summary(req.startswith(b"HEAD "), resp)
+    return m.on_h1_response(GONE, fd, gen, pos, len(resp), ts, status, minor, body, partial,
+                            (rpos, len(req), req, rts))
+
+
+def test_a_connection_per_request_builds_no_parser():
+    """accept, one exchange the kernel framed whole, close (gunicorn's sync worker):
+    the record the parser would give, and no parser made or summed."""
+    done = []
+    m = ConnManager(on_parser_done=done.append)
+    for gen, ex in enumerate(_exchanges("nginx_keepalive"), 1):
+        _open(m, 7, gen)
+        out = _respond(m, 7, gen, ex)
+        assert m._conns[(GONE, 7)].parser is None
+        expected = Http1Connection(Role.SERVER).fast_exchange(
+            ex[0], ex[1], *_summary(ex[0].startswith(b"HEAD "), ex[2]), ex[3], 0)
+        assert [r for _, r in out] == expected and len(expected) == 1
+        assert m.on_close(GONE, 7, gen, ex[3] + 1) == []
+    assert gen > 1 and done == []
+
+
+def test_exchanges_in_step_on_a_kept_alive_connection_need_no_parser_either():
+    m = ConnManager()
+    _open(m, 7, 1)
+    rpos = pos = 0
+    for ex in _exchanges("nginx_keepalive"):
+        assert len(_respond(m, 7, 1, ex, rpos, pos)) == 1
+        rpos, pos = rpos + len(ex[0]), pos + len(ex[2])
+    assert m._conns[(GONE, 7)].parser is None
+
+
+def test_what_framed_exchanges_cannot_vouch_for_goes_to_a_parser():
+    ex = _exchanges("nginx_keepalive")
+    # Out of step (records lost between): the parser, and a gap counted.
+    m = ConnManager()
+    _open(m, 7, 1)
+    _respond(m, 7, 1, ex[0])
+    out = _respond(m, 7, 1, ex[1], rpos=len(ex[0]) + 50, pos=len(ex[0][2]) + 50)
+    t = m._conns[(GONE, 7)]
+    assert isinstance(t.parser, Http1Connection) and t.gaps == 1 and len(out) == 1
+    # A response cut short: the parser, which counts the partial record.
+    m = ConnManager()
+    _open(m, 7, 1)
+    (_, rec), = _respond(m, 7, 1, ex[0], partial=1)
+    parser = m._conns[(GONE, 7)].parser
+    assert rec.partial == "response-truncated" and parser.stats.partial_records == 1
+    # A head that is not one plain GET/HEAD: the parser too.
+    m = ConnManager()
+    _open(m, 7, 1)
+    brew = (b"BREW /pot HTCPCP/1.0\r\n\r\n", 1, b"HTTP/1.1 204 No Content\r\n\r\n", 2)
+    _respond(m, 7, 1, brew)
+    assert m._conns[(GONE, 7)].parser is not None
+
+
+def test_bytes_after_parserless_exchanges_are_no_mid_stream_join():
+    """As with a parser that saw the exchanges: garbage next is a parse error."""
+    m = ConnManager()
+    _open(m, 7, 1)
+    ex = _exchanges("nginx_keepalive")[0]
+    _respond(m, 7, 1, ex)
+    m.on_data(GONE, 7, 1, 2, 0, len(ex[0]), 25, b"BREW /pot HTCPCP/1.0\r\n\r\n", 3)
+    t = m._conns[(GONE, 7)]
+    assert t.framed == 1 and t.parser.stats.parse_errors == 1

@@ -167,6 +167,12 @@ class Http1Connection:
         return [self._framed(req.method, req.target, req.version, req.headers, req.body_size,
                              req.start_ns, req.partial, status, minor, body, end_ns, partial)]
 
+    def after_framed(self, n: int) -> None:
+        """`n` exchanges the kernel framed went by before this parser was made
+        (conn.tracker.framed_exchange): messages were seen, so bytes that follow
+        are no join mid-stream."""
+        self.stats.records += n
+
     def fast_exchange(self, data: bytes, ts_ns: int, status: int, minor: int, body: int,
                       end_ns: int, partial: int) -> list[Http1Record]:
         """A whole exchange the kernel framed: a GET/HEAD head it held back and
@@ -191,20 +197,13 @@ class Http1Connection:
     def _framed(self, method: str, target: str, version: str, headers: dict[str, str],
                 body_size: int, start_ns: int, req_partial: str | None, status: int,
                 minor: int, body: int, end_ns: int, partial: int) -> Http1Record:
-        """The record of a request (its fields) and a response the kernel framed
-        (no response head: of its fields only whether it had a Content-Length)."""
-        why = None if not partial else ("response-truncated" if partial == 1
-                                        else "response-body-lost")
-        why = why or req_partial
+        """The record of a request (its fields) and a response the kernel framed."""
+        rec = _framed_record(method, target, version, headers, body_size, start_ns,
+                             req_partial, status, minor, body, end_ns, partial)
         self.stats.records += 1
-        if why is not None:
+        if rec.partial is not None:
             self.stats.partial_records += 1
-        return Http1Record(
-            method, target, version, headers, status,
-            _VERSIONS[minor] if minor < 10 else f"1.{minor}",
-            _NO_FIELDS if status == 204 or status == 304 else {"content-length": str(body)},
-            body_size, body, start_ns, end_ns if end_ns > start_ns else start_ns, why,
-        )
+        return rec
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> list[Http1Record]:
         out: list[Http1Record] = []
@@ -367,6 +366,38 @@ _SERVER, _UNKNOWN = Role.SERVER, Role.UNKNOWN
 # anyway. Bounded like parse_head's cache; the headers dict is shared, read-only.
 _FAST_HEADS: dict[bytes, tuple] = {}
 _FAST_HEADS_MAX = 512
+
+
+def framed_exchange(data: bytes, ts_ns: int, status: int, minor: int, body: int,
+                    end_ns: int) -> Http1Record | None:
+    """`Http1Connection.fast_exchange` for a connection that has no parser yet
+    (its every exchange so far framed by the kernel): the record of a whole,
+    complete exchange whose request is a plain GET/HEAD head; None for anything
+    that needs a parser. A connection per request then never builds one."""
+    head = _FAST_HEADS.get(data)
+    if head is None:
+        head = _fast_head(data)
+    if not head:
+        return None
+    method, target, version, headers = head
+    return _framed_record(method, target, version, headers, 0, ts_ns, None, status, minor,
+                          body, end_ns, 0)
+
+
+def _framed_record(method: str, target: str, version: str, headers: dict[str, str],
+                   body_size: int, start_ns: int, req_partial: str | None, status: int,
+                   minor: int, body: int, end_ns: int, partial: int) -> Http1Record:
+    """A request (its fields) and a response the kernel framed (no response head:
+    of its fields only whether it had a Content-Length)."""
+    why = None if not partial else ("response-truncated" if partial == 1
+                                    else "response-body-lost")
+    return Http1Record(
+        method, target, version, headers, status,
+        _VERSIONS[minor] if minor < 10 else f"1.{minor}",
+        _NO_FIELDS if status == 204 or status == 304 else {"content-length": str(body)},
+        body_size, body, start_ns, end_ns if end_ns > start_ns else start_ns,
+        why or req_partial,
+    )
 
 
 def _one_head(data: bytes) -> bytes | None:
