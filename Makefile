@@ -24,6 +24,8 @@ lint: setup
 
 bench: setup
 	@$(PY) -m pip install -q -e '.[bench]'
+	@command -v perf >/dev/null || apt-get install -y -q linux-perf >/dev/null \
+		|| echo "bench: no perf (apt-get install linux-perf): flask skips the in-process share"
 	@$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
