@@ -375,7 +375,7 @@ def flask(reps: int, duration: float, conns: int = 8, ab: tuple[str, ...] = ()) 
           f"each traced one, {duration}s each)",
           ["mode", "req/s", "ratio vs untraced", "90% interval", "median of reps", "p99 ms"],
           rows)
-    if share:
+    if share and None not in share.values():  # None: perf could not sample here
         s["tracing_share"] = share
         print(f"\n  the worker's CPU in tracing code (perf cpu-clock samples): untraced "
               f"{share['untraced']:.2%}, traced {share['traced']:.2%}")
