@@ -180,9 +180,7 @@ class Http1Connection:
         req = self._req
         if (not self._pending and not self._closed and self.role == _SERVER
                 and (req is None or (req.idle() and self._resp.idle()))):
-            head = _FAST_HEADS.get(data)
-            if head is None:
-                head = _fast_head(data)
+            head = _exchange_head(data)
             if head:
                 if req is not None:
                     req.take_seen()  # (without parsers stats.records says so: _directions)
@@ -374,9 +372,7 @@ def framed_exchange(data: bytes, ts_ns: int, status: int, minor: int, body: int,
     (its every exchange so far framed by the kernel): the record of a whole,
     complete exchange whose request is a plain GET/HEAD head; None for anything
     that needs a parser. A connection per request then never builds one."""
-    head = _FAST_HEADS.get(data)
-    if head is None:
-        head = _fast_head(data)
+    head = _exchange_head(data)
     if not head:
         return None
     method, target, version, headers = head
@@ -407,6 +403,13 @@ def _one_head(data: bytes) -> bytes | None:
     if data.find(b"\n\r\n") == end and data.find(b"\n\n") < 0:
         return data[:end]
     return None
+
+
+def _exchange_head(data: bytes) -> tuple:
+    """(method, target, version, headers) of a held-back request that is one
+    plain bodyless head, or (): from the cache, else parsed (_fast_head)."""
+    head = _FAST_HEADS.get(data)
+    return _fast_head(data) if head is None else head
 
 
 def _fast_head(data: bytes) -> tuple:
