@@ -200,16 +200,6 @@ class ConnManager:
         if t is None or t.meta.generation != generation:
             return self._take_pending([])  # opened before us, or forgotten: no request
         self._conns.move_to_end(key)
-        if t.parser is None:
-            if req is not None and not partial:
-                # A connection whose exchanges the kernel framed whole needs no
-                # parser (a connection per request: accept, one exchange, close).
-                rec = t.framed_exchange(pos, length, ts_ns, status, minor, body, req)
-                if rec is not None:
-                    out = [(t.meta, rec)]
-                    return self._take_pending(out) if self._pending else out
-            # The kernel frames only plain HTTP/1 exchanges it saw accepted.
-            t.set_parser(Http1Connection(_SERVER))
         recs = t.on_h1_response(pos, length, ts_ns, status, minor, body, partial, req)
         meta = t.meta
         out = [(meta, recs[0])] if len(recs) == 1 else [(meta, r) for r in recs]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..model import ConnMeta, Direction, Role
-from ..protocols.http1.connection import Http1Record, framed_exchange
+from ..protocols.http1.connection import Http1Connection, framed_exchange
 
 
 class ProtocolConnection(Protocol):
@@ -72,23 +72,6 @@ class ConnTracker:
         exp[0] = pos + length
         return fast(data, ts_ns)
 
-    def framed_exchange(self, pos: int, length: int, ts_ns: int, status: int, minor: int,
-                        body: int, req: tuple[int, int, bytes, int]) -> Http1Record | None:
-        """A whole exchange the kernel framed, on a connection with no parser yet:
-        its record, when both streams are in step and the request is a plain
-        head (http1.framed_exchange); else None, and the caller gives it a parser."""
-        rpos, rlen, data, rts = req
-        exp = self.expected
-        if (exp[0] >= 0 and rpos != exp[0]) or (exp[1] >= 0 and pos != exp[1]):
-            return None
-        rec = framed_exchange(data, rts, status, minor, body, ts_ns)
-        if rec is not None:
-            self.last_seen_ns = ts_ns
-            self.framed += 1
-            exp[0] = rpos + rlen
-            exp[1] = pos + length
-        return rec
-
     def on_h1_response(self, pos: int, length: int, ts_ns: int, status: int, minor: int,
                        body: int, partial: int,
                        req: tuple[int, int, bytes, int] | None = None) -> list:
@@ -96,11 +79,25 @@ class ConnTracker:
         `req` (pos, length, bytes, ts) its request when it comes along."""
         self.last_seen_ns = ts_ns
         exp = self.expected
+        in_step = False
         if req is not None:
             rpos, rlen, data, rts = req
+            in_step = (exp[0] < 0 or rpos == exp[0]) and (exp[1] < 0 or pos == exp[1])
+            if in_step and self.parser is None and not partial:
+                # No parser yet, every exchange so far framed whole (a connection
+                # per request: accept, one exchange, close): none is needed.
+                rec = framed_exchange(data, rts, status, minor, body, ts_ns)
+                if rec is not None:
+                    self.framed += 1
+                    exp[0] = rpos + rlen
+                    exp[1] = pos + length
+                    return [rec]
+        if self.parser is None:
+            # The kernel frames only plain HTTP/1 exchanges it saw accepted.
+            self.set_parser(Http1Connection(Role.SERVER))
+        if req is not None:
             exchange = getattr(self.parser, "fast_exchange", None)
-            if (exchange is not None and (exp[0] < 0 or rpos == exp[0])
-                    and (exp[1] < 0 or pos == exp[1])):
+            if exchange is not None and in_step:
                 # The common case: both streams in step, one call.
                 exp[0] = rpos + rlen
                 exp[1] = pos + length
