@@ -89,7 +89,6 @@ class Agent:
             max_export_batch_size=bsp.max_export_batch_size,
             schedule_delay_s=bsp.schedule_delay_s,
             export_timeout_s=bsp.export_timeout_s,
-            prepare=getattr(self._exporter, "encode_ahead", None),
         )
         # A span queued longer than a schedule delay and this: the export
         # thread is being starved (cpusched idle).

@@ -19,7 +19,6 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..model import Span
@@ -92,7 +91,6 @@ class BatchSpanProcessor:
         schedule_delay_s: float = DEFAULT_SCHEDULE_DELAY_S,
         export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S,
         hold_policy: RetryPolicy = HOLD_POLICY,
-        prepare: Callable[[list[Span]], list] | None = None,
     ) -> None:
         if max_queue_size < 1:
             raise ValueError("max_queue_size must be at least 1")
@@ -108,9 +106,6 @@ class BatchSpanProcessor:
         # than this is reported, since it stalls the queue.
         self.export_timeout_s = export_timeout_s
         self.hold_policy = hold_policy
-        # Applied to spans as they are queued, on the caller's thread: the
-        # exporter's encode_ahead (queued items then only need .end_time_ns).
-        self.prepare = prepare
         self.stats = ExportStats()
 
         self._queue: collections.deque[Span] = collections.deque()
@@ -132,8 +127,6 @@ class BatchSpanProcessor:
 
     def on_end(self, span: Span) -> None:
         """Queue ``span``. Never blocks on I/O; drops the oldest span when full."""
-        if self.prepare is not None:
-            span = self.prepare([span])[0]
         with self._lock:
             if self._stopping:
                 self._count_drop(DROP_AFTER_SHUTDOWN, 1)
@@ -155,8 +148,6 @@ class BatchSpanProcessor:
 
     def on_end_many(self, spans: list[Span]) -> None:
         """Queue ``spans`` in order, as on_end does one by one, under one lock."""
-        if self.prepare is not None:
-            spans = self.prepare(spans)
         with self._lock:
             if self._stopping:
                 self._count_drop(DROP_AFTER_SHUTDOWN, len(spans))

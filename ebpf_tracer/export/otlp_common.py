@@ -11,10 +11,7 @@ from collections.abc import Callable
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from .. import cpusched
-from ..model import Span
 from .config import OtlpConfig
-from .encoder import EncodedSpan, encode_spans
 from .retry import (
     DEFAULT_POLICY,
     SUCCESS,
@@ -27,12 +24,6 @@ from .retry import (
 
 # How often the same kind of failure (same error code) is logged.
 LOG_INTERVAL_S = 60.0
-
-
-def _encode_ahead(spans: list[Span]) -> list[EncodedSpan]:
-    """The batcher's `prepare` for protobuf exporters: spans encoded as they are
-    queued (encoder.EncodedSpan says why)."""
-    return encode_spans(spans, cpusched.give_way)
 
 
 def _advice(code: str) -> str:
@@ -55,8 +46,6 @@ class OtlpTransport:
     ``self._with_retry(attempt)`` and ``shutdown``."""
 
     name = "OTLP"
-    # What the batcher applies to spans as they are queued (None: nothing).
-    encode_ahead: Callable[[list[Span]], list] | None = staticmethod(_encode_ahead)
 
     def __init__(self, config: OtlpConfig, *, retry_policy: RetryPolicy = DEFAULT_POLICY) -> None:
         self.config = config

@@ -48,8 +48,6 @@ class OtlpHttpExporter(OtlpTransport):
     def __init__(self, config: OtlpConfig, *, retry_policy: RetryPolicy = DEFAULT_POLICY) -> None:
         super().__init__(config, retry_policy=retry_policy)
         self._json = config.protocol == PROTOCOL_HTTP_JSON
-        if self._json:
-            self.encode_ahead = None  # OTLP/JSON is written from the spans themselves
         parts = urlsplit(config.endpoint)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "localhost"

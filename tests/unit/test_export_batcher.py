@@ -391,22 +391,3 @@ def test_force_flush_reports_false_while_the_backend_is_down() -> None:
     assert processor.force_flush(timeout_s=0.3) is False
     assert processor.pending == 1
     processor.shutdown(timeout_s=0.1)
-
-
-def test_prepare_runs_on_the_queueing_thread_and_the_exporter_gets_its_output() -> None:
-    exporter = RecordingExporter()
-    seen: list[str] = []
-
-    def prepare(spans: list[Span]) -> list[Span]:
-        seen.append(threading.current_thread().name)
-        return [make_span(int(s.name) + 1000) for s in spans]
-
-    processor = BatchSpanProcessor(exporter, max_queue_size=64, max_export_batch_size=8,
-                                   schedule_delay_s=60, prepare=prepare)
-    processor.on_end(make_span(1))
-    processor.on_end_many([make_span(2), make_span(3)])
-    assert processor.force_flush(timeout_s=5)
-    assert exporter.names == ["1001", "1002", "1003"]
-    assert seen == [threading.current_thread().name] * 2
-    assert processor.oldest_age_s(10**6) == 0.0
-    processor.shutdown()

@@ -202,22 +202,3 @@ def test_pause_is_called_every_64_spans_and_changes_nothing() -> None:
     paced = encode_request_bytes(spans, lambda: calls.append(1))
     assert paced == encode_request_bytes(spans)
     assert len(calls) == 300 // PAUSE_SPANS
-
-
-def test_spans_encoded_ahead_make_the_same_request() -> None:
-    from ebpf_tracer.export.encoder import EncodedSpan
-    from ebpf_tracer.export.encoder import encode_spans as encode_ahead
-
-    spans = [make_span(str(i), resource=NGINX if i % 3 else CURL,
-                       attributes={"i": i, "ok": i % 2 == 0, "f": i / 7},
-                       parent_span_id=b"\x01" * 8 if i % 5 == 0 else b"",
-                       status_code=StatusCode.ERROR if i == 4 else StatusCode.UNSET)
-             for i in range(20)]
-    ahead = encode_ahead(spans)
-    assert all(type(s) is EncodedSpan for s in ahead)
-    assert [s.end_time_ns for s in ahead] == [s.end_time_ns for s in spans]
-    assert encode_request_bytes(ahead) == encode_request_bytes(spans)
-    # Mixed (a batch spanning a switch of exporter settings) and passed through again.
-    mixed = ahead[:7] + spans[7:]
-    assert encode_request_bytes(mixed) == encode_request_bytes(spans)
-    assert encode_ahead(ahead) == ahead

@@ -464,10 +464,8 @@ def test_backend_restart_mid_traffic_loses_and_duplicates_nothing(protocol: str)
     # (at-least-once), which a loaded test machine must not provoke.
     exporter = exporter_for(rx, protocol, Policy(initial_backoff_s=0.05, max_backoff_s=0.2),
                             TIMEOUT="5000")
-    # prepare: spans encoded as they are queued, as the agent has it.
     processor = BatchSpanProcessor(exporter, max_export_batch_size=20, schedule_delay_s=0.05,
-                                   hold_policy=Policy(initial_backoff_s=0.1, max_backoff_s=0.3),
-                                   prepare=exporter.encode_ahead)
+                                   hold_policy=Policy(initial_backoff_s=0.1, max_backoff_s=0.3))
     template = sample_spans()[0]
     sent = 0
 
@@ -499,22 +497,3 @@ def test_backend_restart_mid_traffic_loses_and_duplicates_nothing(protocol: str)
     assert sorted(names, key=lambda n: int(n[5:])) == [f"GET /{i}" for i in range(sent)]
     assert processor.stats.spans_dropped == {}
     assert processor.stats.spans_exported == sent == 500
-
-
-@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf", "http/json"])
-def test_spans_encoded_ahead_arrive_as_the_spans_themselves(protocol: str,
-                                                            receiver: OtlpReceiver) -> None:
-    """The agent's batcher encodes protobuf spans as they are queued; OTLP/JSON
-    is written from the spans at export time."""
-    exporter = exporter_for(receiver, protocol)
-    spans = sample_spans()
-    if protocol == "http/json":
-        assert exporter.encode_ahead is None
-        batch = spans
-    else:
-        batch = exporter.encode_ahead(spans)
-        assert [type(s).__name__ for s in batch] == ["EncodedSpan"] * len(spans)
-    assert exporter.export(batch)
-    got = receiver.wait_for(len(spans), timeout=10)
-    assert sorted(s.name for s in got) == sorted(s.name for s in spans)
-    exporter.shutdown()
