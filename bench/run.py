@@ -16,6 +16,7 @@ import asyncio
 import os
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -58,12 +59,21 @@ def _sum(xs: list) -> int | None:
 
 
 def traced_run(target_pid: int, sink: int, load, extra: list[str] = (),  # noqa: ANN001
-               env: dict | None = None) -> dict:
-    """Start the agent, run `load()` (returns wrk's dict), stop the agent; spans, CPU."""
+               env: dict | None = None, stopped: bool = False) -> dict:
+    """Start the agent, run `load()` (returns wrk's dict), stop the agent; spans, CPU.
+    `stopped`: the agent is SIGSTOPped for the load (the `stopped` arm): the
+    kernel side runs and fills the ring buffer, nothing consumes or exports until
+    the load is over."""
     sink_reset(sink)
     agent = Agent(target_pid, sink, extra, env)
+    if stopped:
+        os.kill(agent.pid, signal.SIGSTOP)
     cpu0 = agent.cpu_s()
-    res = load()
+    try:
+        res = load()
+    finally:
+        if stopped:
+            os.kill(agent.pid, signal.SIGCONT)
     cpu1 = agent.cpu_s()
     _drain(sink, res["requests"], 5)
     stats = agent.stop()
@@ -119,6 +129,10 @@ AB_ARMS = {
     # The default agent exporting to a receiver in an idle cpu cgroup: the agent's own
     # cost without the receiver's (which shares the two cores at normal priority).
     "idlesink": ({}, []),
+    # The default agent SIGSTOPped during the load: the tracer's kernel side alone,
+    # without the agent and the receiver working beside the application (the ring
+    # buffer, 16 MiB, holds a few seconds of records; completeness says if it did).
+    "stopped": ({}, []),
 }
 
 
@@ -161,7 +175,8 @@ def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
                         return wrk(url, duration, conns, delay_ms=delay)
                     env, extra = AB_ARMS.get(mode.removeprefix("traced-"), (None, []))
                     to = isport if mode == "traced-idlesink" else sport
-                    r = traced_run(nginx.pid, to, load, extra, env) if mode != "untraced" \
+                    r = traced_run(nginx.pid, to, load, extra, env,
+                                   stopped=mode == "traced-stopped") if mode != "untraced" \
                         else load()
                     runs.setdefault(f"{rate}/{mode}", []).append(r)
                     print(f"  {rate}/s {mode}: {r['rps']:.0f} req/s "
@@ -401,7 +416,8 @@ def _flask_traced(mode: str, pid: int, url: str, duration: float, conns: int, sp
         return r
     env, extra = AB_ARMS.get(mode.removeprefix("ebpf-tracer-"), (None, []))
     to = isport if mode == "ebpf-tracer-idlesink" else sport
-    return traced_run(pid, to, lambda: wrk(url, duration, conns), extra, env)
+    return traced_run(pid, to, lambda: wrk(url, duration, conns), extra, env,
+                      stopped=mode == "ebpf-tracer-stopped")
 
 
 def _tracing_share(conns: int, sport: int, seconds: float = 5) -> dict:
