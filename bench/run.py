@@ -132,8 +132,17 @@ AB_ARMS = {
     # The default agent SIGSTOPped during the load: the tracer's kernel side alone,
     # without the agent and the receiver working beside the application (the ring
     # buffer, 16 MiB, holds a few seconds of records; completeness says if it did).
+    # Its agent CPU in the window is 0 by construction: compare throughput and p99.
     "stopped": ({}, []),
 }
+
+
+def arm_run(arm: str, target_pid: int, load, sport: int, isport: int) -> dict:  # noqa: ANN001
+    """traced_run as the arm named `arm` ("" for the default agent) has it: its
+    environment and arguments, its receiver, stopped or not."""
+    env, extra = AB_ARMS.get(arm, (None, []))
+    return traced_run(target_pid, isport if arm == "idlesink" else sport, load, extra, env,
+                      stopped=arm == "stopped")
 
 
 def _sinks(ab: tuple[str, ...]) -> tuple[list[Proc], int, int]:
@@ -173,11 +182,9 @@ def nginx_rates(reps: int, duration: float, rates=(1000, 5000, 10000, 20000),
                 for mode in modes:
                     def load(conns=conns, delay=delay):
                         return wrk(url, duration, conns, delay_ms=delay)
-                    env, extra = AB_ARMS.get(mode.removeprefix("traced-"), (None, []))
-                    to = isport if mode == "traced-idlesink" else sport
-                    r = traced_run(nginx.pid, to, load, extra, env,
-                                   stopped=mode == "traced-stopped") if mode != "untraced" \
-                        else load()
+                    r = load() if mode == "untraced" else arm_run(
+                        mode.removeprefix("traced").removeprefix("-"), nginx.pid, load,
+                        sport, isport)
                     runs.setdefault(f"{rate}/{mode}", []).append(r)
                     print(f"  {rate}/s {mode}: {r['rps']:.0f} req/s "
                           f"p99 {r['p99_ms']} ms "
@@ -414,10 +421,8 @@ def _flask_traced(mode: str, pid: int, url: str, duration: float, conns: int, sp
         finally:
             g.stop()
         return r
-    env, extra = AB_ARMS.get(mode.removeprefix("ebpf-tracer-"), (None, []))
-    to = isport if mode == "ebpf-tracer-idlesink" else sport
-    return traced_run(pid, to, lambda: wrk(url, duration, conns), extra, env,
-                      stopped=mode == "ebpf-tracer-stopped")
+    return arm_run(mode.removeprefix("ebpf-tracer").removeprefix("-"), pid,
+                   lambda: wrk(url, duration, conns), sport, isport)
 
 
 def _tracing_share(conns: int, sport: int, seconds: float = 5) -> dict:
